@@ -1,0 +1,3 @@
+from antex.cli import cli
+
+cli()

@@ -1,0 +1,171 @@
+"""The checks a request passes before it goes upstream, in order; each refusal is a typed error.
+
+Order: key status, plan, model, max_tokens, client IP, the two windows, concurrency. Everything
+here reads in-memory state: no SQLite on the hot path, and the same cost whatever the history.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from antex.auth import KeyRecord
+from antex.config import Config, Model
+from antex.credits import to_micro
+from antex.errors import AntexError
+from antex.ledger import IP_WINDOW_S, KeyState, Ledger
+from antex.windows import WINDOWS, available_at, format_wait, leaves_at, status_for
+
+SHOULD_NOT_RETRY_AFTER_S = 60
+WINDOW_TITLES = {"5h": "5-hour", "7d": "weekly (7-day)"}
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """One window at admission time: enough for the rate-limit headers and the 429."""
+
+    short: str  # "5h" / "7d"
+    used: int
+    limit: int
+    resets_at: int | None  # when the oldest charge leaves (next release)
+    window_s: int
+
+    @property
+    def status(self) -> str:
+        return status_for(self.used, self.limit)
+
+
+def window_states(state: KeyState, limits_5h: float, limits_7d: float, now: float) -> tuple[WindowState, WindowState]:
+    """Both windows of a key at `now`, expiring what left them: amortised O(1)."""
+    result = []
+    for (_, short, window_s), window, limit in zip(WINDOWS, (state.five_hour, state.seven_day), (limits_5h, limits_7d)):
+        used = window.expire(now)
+        oldest = window.charges[0][0] if window.charges else None
+        result.append(WindowState(short, used, to_micro(limit), leaves_at(oldest, window_s) if oldest is not None else None, window_s))
+    return result[0], result[1]
+
+
+def ratelimit_headers(windows: tuple[WindowState, ...], now: float) -> dict[str, str]:
+    """Anthropic's subscription-style headers: utilization 0-1, reset in unix seconds, status."""
+    headers = {}
+    worst = "allowed"
+    for window in windows:
+        headers[f"anthropic-ratelimit-unified-{window.short}-utilization"] = f"{window.used / window.limit:.4f}"
+        reset = window.resets_at if window.resets_at is not None else math.ceil(now + window.window_s)
+        headers[f"anthropic-ratelimit-unified-{window.short}-reset"] = str(reset)
+        headers[f"anthropic-ratelimit-unified-{window.short}-status"] = window.status
+        worst = max(worst, window.status, key=("allowed", "allowed_warning", "rejected").index)
+    headers["anthropic-ratelimit-unified-status"] = worst
+    return headers
+
+
+class Ticket:
+    """An admitted request's hold on its key's concurrency slot; release exactly once."""
+
+    __slots__ = ("state", "released")
+
+    def __init__(self, state: KeyState) -> None:
+        self.state = state
+        self.released = False
+        state.in_flight += 1
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.state.in_flight -= 1
+
+
+class Admission:
+    def __init__(self, config: Config, ledger: Ledger) -> None:
+        self.config = config
+        self.ledger = ledger
+
+    def check_key(self, key: KeyRecord) -> None:
+        row = key.row
+        if row.status == "quarantined":
+            reason = f" Reason: {row.status_reason}." if row.status_reason else ""
+            raise AntexError("key_quarantined",
+                             f"This API key is quarantined and cannot be used until the operator releases it.{reason}")
+        if key.limits is None:
+            raise AntexError("permission_error",
+                             f"This key's plan {row.plan!r} is not configured on this gateway. Ask the operator to fix the key's plan.")
+
+    def check_model(self, key: KeyRecord, requested: str) -> Model:
+        model = self.config.resolve_model(requested)
+        if model is None:
+            raise AntexError("not_found_error", f"Unknown model {requested!r}. GET /v1/models lists the models your key can use.")
+        if not key.limits.allows(model.id):
+            raise AntexError("permission_error",
+                             f"Model {model.id} is not included in your plan ({key.row.plan}). GET /v1/models lists the models your key can use.")
+        return model
+
+    def check_max_tokens(self, key: KeyRecord, max_tokens: int) -> None:
+        cap = key.limits.max_tokens
+        if max_tokens > cap:
+            raise AntexError("max_tokens_too_large",
+                             f"max_tokens {max_tokens} is over your plan's cap of {cap}. Send max_tokens of {cap} or less.",
+                             param="max_tokens")
+
+    def check_ip(self, key: KeyRecord, state: KeyState, ip: str, now: float) -> None:
+        """Refuse a new client IP past the plan's max_ips distinct IPs in 24 h."""
+        limit = key.limits.max_ips
+        if limit and ip not in state.ips:
+            horizon = now - IP_WINDOW_S
+            for old_ip in [a for a, seen in state.ips.items() if seen <= horizon]:
+                del state.ips[old_ip]
+            if len(state.ips) >= limit:
+                self._count_ip_refusal(key, state, now)
+                raise AntexError("ip_limit_reached",
+                                 f"This key has been used from {limit} different IP addresses in the last 24 hours, the most "
+                                 f"your plan allows, and this is a new one. Use it from a known address, or wait until an "
+                                 f"address has been unused for 24 hours.")
+        self.ledger.seen_ip(key.id, state, ip, now)
+
+    def _count_ip_refusal(self, key: KeyRecord, state: KeyState, now: float) -> None:
+        rule = self.config.quarantine
+        hits = state.ip_refusals
+        hits.append(now)
+        while hits and hits[0] <= now - rule.within_s:
+            hits.popleft()
+        if len(hits) >= rule.ip_limit_hits:
+            reason = f"automatic: refused for ip_limit_reached {len(hits)} times within {rule.within_s:g}s (possible leaked key)"
+            self.ledger.execute("UPDATE keys SET status = 'quarantined', status_reason = ?, updated_at = ? WHERE id = ? AND status = 'active'",
+                                (reason, now, key.id))
+            hits.clear()
+
+    def check_windows(self, key: KeyRecord, state: KeyState, now: float) -> tuple[WindowState, WindowState]:
+        windows = window_states(state, key.limits.credits_5h, key.limits.credits_7d, now)
+        for window, rolling in zip(windows, (state.five_hour, state.seven_day)):
+            if window.used >= window.limit:
+                ready = available_at(list(rolling.charges), window.used, window.window_s, window.limit) or math.ceil(now + 1)
+                raise self._window_full(window, ready, now, windows)
+        return windows
+
+    @staticmethod
+    def _window_full(window: WindowState, ready: int, now: float, windows: tuple[WindowState, ...]) -> AntexError:
+        wait_s = max(1, math.ceil(ready - now))
+        headers = ratelimit_headers(windows, now)
+        headers[f"anthropic-ratelimit-unified-{window.short}-reset"] = str(ready)
+        headers["anthropic-ratelimit-unified-reset"] = str(ready)
+        headers["retry-after"] = str(wait_s)
+        if wait_s > SHOULD_NOT_RETRY_AFTER_S:
+            headers["x-should-retry"] = "false"
+        title = WINDOW_TITLES[window.short]
+        release = datetime.fromtimestamp(window.resets_at or ready, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        at = datetime.fromtimestamp(ready, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return AntexError(
+            "rate_limit_error",
+            f"Your {title} usage window is full (100% used). It is a rolling window: capacity comes back as earlier "
+            f"requests age out of it, the next at {release}. Requests will be accepted again from {at} "
+            f"(in {format_wait(wait_s)}).",
+            headers=headers,
+        )
+
+    def check_concurrency(self, key: KeyRecord, state: KeyState) -> Ticket:
+        cap = key.limits.max_concurrent
+        if cap and state.in_flight >= cap:
+            raise AntexError("rate_limit_error",
+                             f"This key already has {state.in_flight} requests in flight, the most your plan allows at once "
+                             f"({cap}). Wait for one to finish.", headers={"retry-after": "1"})
+        return Ticket(state)
+

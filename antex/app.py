@@ -1,0 +1,152 @@
+"""make_app(config) -> web.Application: app keys, resources, middlewares and routes.
+
+make_app does no I/O and reads no environment: the CLI and the tests both call it with
+everything it needs, and every resource is acquired in a cleanup_ctx when the app starts.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from antex import store, upstream
+from antex.admission import Admission, ratelimit_headers, window_states
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, REQUEST_ID, STARTED,
+                           UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
+from antex.auth import KEY_POLL_S, KeyCache
+from antex.config import Config
+from antex.errors import AntexError, render
+from antex.ledger import Ledger
+from antex.routes import messages, models, service, usage
+
+log = logging.getLogger("antex")
+
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
+
+
+def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = time.time) -> web.Application:
+    # Bodies are read by the handlers with their own limit (see routes/body.py), so aiohttp's is off.
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes + 1,
+                          handler_args={"max_field_size": 64 * 1024, "max_line_size": 16 * 1024})
+    app[CONFIG] = config
+    app[UPSTREAM_KEY] = upstream_key
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(key_watcher)
+    app.cleanup_ctx.append(upstream_client)
+    app.on_response_prepare.append(add_gateway_headers)
+    for module in (messages, models, usage, service):
+        module.setup(app)
+    return app
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    """The reader and the single writer connection; the ledger flushes every charge on stop."""
+    path = app[CONFIG].server.database
+    reader = await store.connect(path)
+    writer = await store.connect(path)
+    app[READER] = store.Store(reader)
+    ledger = app[LEDGER] = Ledger(app[READER], store.Store(writer), app[CLOCK])
+    app[ADMISSION] = Admission(app[CONFIG], ledger)
+    ledger.start()
+    yield
+    await ledger.close()
+    await writer.close()
+    await reader.close()
+
+
+async def key_watcher(app: web.Application) -> AsyncIterator[None]:
+    """Load every key, then poll for CLI changes so revocations land within a second."""
+    keys = app[KEYS] = KeyCache(app[CONFIG], app[READER])
+    await keys.refresh()
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(KEY_POLL_S)
+            try:
+                await keys.refresh()
+            except Exception:  # a locked or busy database: try again next tick
+                log.exception("reloading keys failed")
+
+    task = asyncio.create_task(poll(), name="antex-key-watcher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def upstream_client(app: web.Application) -> AsyncIterator[None]:
+    client = app[CLIENT] = upstream.session(app[CONFIG].upstream)
+    yield
+    await client.close()
+
+
+def new_request_id() -> str:
+    return "req_antex_" + secrets.token_hex(12)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Render every refusal in the route's error shape; never a traceback to the client."""
+    request[STARTED] = time.perf_counter()
+    request[UPSTREAM_S] = 0.0
+    try:
+        return await handler(request)
+    except AntexError as error:
+        return error_response(request, error)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            error = AntexError("method_not_allowed", f"{request.method} is not allowed on {request.path}.")
+        elif exc.status == 404:
+            error = AntexError("not_found_error", f"No route {request.method} {request.path}. See the API reference in the README.")
+        elif exc.status == 413:
+            error = AntexError("payload_too_large", "The request body is too large.")
+        else:
+            raise
+        return error_response(request, error)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(request, AntexError("api_error", "Antex hit an internal error. It has been logged; try again."))
+
+
+def error_response(request: web.Request, error: AntexError) -> web.Response:
+    request_id = request.get(REQUEST_ID) or new_request_id()
+    body = render(error, openai_shape=request.path.startswith(OPENAI_PATHS), request_id=request_id)
+    response = web.Response(status=error.status, body=body, content_type="application/json")
+    response.headers["request-id"] = request_id
+    response.headers.update(error.headers)
+    return response
+
+
+async def add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every keyed response: the key's window state; on every API response: Antex's own cost."""
+    if not request.path.startswith("/v1/"):
+        return
+    key = request.get(KEY)
+    if key is not None and "anthropic-ratelimit-unified-status" not in response.headers:
+        windows = request.get(WINDOWS) or await _windows_now(request.app, key)
+        if windows:
+            now = request.app[CLOCK]()
+            for name, value in ratelimit_headers(windows, now).items():
+                response.headers.setdefault(name, value)
+    started = request.get(STARTED)
+    if started is not None:
+        overhead_ms = (time.perf_counter() - started - request.get(UPSTREAM_S, 0.0)) * 1000
+        response.headers["x-antex-overhead-ms"] = f"{max(overhead_ms, 0.0):.3f}"
+
+
+async def _windows_now(app: web.Application, key) -> tuple | None:
+    if key.limits is None:
+        return None
+    state = app[LEDGER].states.get(key.id)
+    if state is None:
+        return None
+    return window_states(state, key.limits.credits_5h, key.limits.credits_7d, app[CLOCK]())

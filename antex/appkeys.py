@@ -1,0 +1,29 @@
+"""Every object shared on the Application, and every per-request value, declared in one place."""
+from __future__ import annotations
+
+from typing import Callable
+
+import aiohttp
+from aiohttp import web
+
+from antex.admission import Admission
+from antex.auth import KeyCache, KeyRecord
+from antex.config import Config
+from antex.ledger import Ledger
+from antex.store import Store
+
+CONFIG = web.AppKey("config", Config)
+UPSTREAM_KEY = web.AppKey("upstream_key", str)
+CLOCK = web.AppKey("clock", Callable)
+READER = web.AppKey("reader", Store)
+LEDGER = web.AppKey("ledger", Ledger)
+KEYS = web.AppKey("keys", KeyCache)
+ADMISSION = web.AppKey("admission", Admission)
+CLIENT = web.AppKey("client", aiohttp.ClientSession)
+
+# Per-request values (request[...]), set by the middleware and the handlers.
+REQUEST_ID = web.RequestKey("request_id", str)
+STARTED = web.RequestKey("started", float)  # perf_counter() when the request arrived
+UPSTREAM_S = web.RequestKey("upstream_s", float)  # seconds waiting on the upstream, excluded from overhead
+KEY = web.RequestKey("key", KeyRecord)  # the caller's key, once authenticated
+WINDOWS = web.RequestKey("windows", tuple)  # the caller's window states, once admitted

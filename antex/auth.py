@@ -1,0 +1,166 @@
+"""Who is calling: the key from the headers, its record, and the client's IP address.
+
+Keys are looked up by SHA-256 hash in an in-memory map of every key, reloaded whenever the
+database's `keys_version` counter moves (the CLI bumps it through a trigger), which the server
+polls a few times a second: a key revoked from the CLI is refused within a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Mapping
+
+from antex.config import Config, Limits, apply_overrides
+from antex.errors import AntexError
+from antex.store import KeyRow, Store
+
+log = logging.getLogger("antex.auth")
+
+KEY_PREFIX = "sk_live_"
+KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_RANDOM_CHARS = 43  # 43 base-62 characters: 256 bits of randomness
+VISIBLE_CHARS = 4  # sk_live_AbCd…
+KEY_POLL_S = 0.25
+
+
+def new_key() -> str:
+    return KEY_PREFIX + "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_RANDOM_CHARS))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def visible_prefix(key: str) -> str:
+    return key[: len(KEY_PREFIX) + VISIBLE_CHARS]
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key as the server sees it: its row plus its effective limits."""
+
+    row: KeyRow
+    limits: Limits | None  # None when the key's plan is no longer configured
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def label(self) -> str:
+        """How a key appears in logs: name and visible prefix, never the key."""
+        return f"{self.row.name} ({self.row.prefix}…)"
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str:
+    """The caller's key from `x-api-key` or `Authorization: Bearer`; raises authentication_error."""
+    key = headers.get("x-api-key")
+    if key is None:
+        authorization = headers.get("authorization", "")
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            key = value
+    if not key:
+        raise AntexError("authentication_error",
+                         "No API key. Send your sk_live_… key in the x-api-key header or as Authorization: Bearer.")
+    key = key.strip()
+    if not key.startswith(KEY_PREFIX) or len(key) != len(KEY_PREFIX) + KEY_RANDOM_CHARS or not key.isascii():
+        raise AntexError("authentication_error", "Malformed API key. Antex keys look like sk_live_ followed by 43 letters and digits.")
+    return key
+
+
+class KeyCache:
+    """Every key by hash, in memory, kept in step with the database."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.by_hash: dict[str, KeyRecord] = {}
+        self.by_id: dict[int, KeyRecord] = {}
+        self.version = -1
+
+    async def refresh(self) -> bool:
+        """Reload every key if the database says they changed; True when it did."""
+        version = await self.store.keys_version()
+        if version == self.version:
+            return False
+        rows = await self.store.all_keys()
+        records = [KeyRecord(row, self._limits(row)) for row in rows]
+        self.by_hash = {record.row.hash: record for record in records}
+        self.by_id = {record.id: record for record in records}
+        self.version = version
+        return True
+
+    def _limits(self, row: KeyRow) -> Limits | None:
+        plan = self.config.plans.get(row.plan)
+        if plan is None:
+            log.warning("key %s (%s…) is on plan %r, which the configuration does not define", row.name, row.prefix, row.plan)
+            return None
+        return apply_overrides(plan, row.limits)
+
+    def authenticate(self, headers: Mapping[str, str]) -> KeyRecord:
+        """The record for the caller's key; raises authentication_error for any unknown key."""
+        key = key_from_headers(headers)
+        record = self.by_hash.get(hash_key(key))
+        if record is None:
+            raise AntexError("authentication_error", "Invalid API key. Check the key you were given, or ask the operator for a new one.")
+        if record.row.status == "revoked":
+            raise AntexError("authentication_error", "This API key has been revoked. Ask the operator for a new one.")
+        return record
+
+
+def client_ip(peer: str | None, headers: Mapping[str, str], trusted: tuple) -> str:
+    """The client's address: the peer, unless the peer is a trusted proxy that says otherwise.
+
+    Walks X-Forwarded-For (or Forwarded) from the right, skipping trusted proxies, so a client
+    cannot spoof its address by sending the header itself.
+    """
+    address = peer or "unknown"
+    if not trusted or not _is_trusted(address, trusted):
+        return address
+    hops = _forwarded_for(headers)
+    for hop in reversed(hops):
+        address = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return address
+
+
+def _forwarded_for(headers: Mapping[str, str]) -> list[str]:
+    """Addresses from `X-Forwarded-For: a, b` or `Forwarded: for=a;proto=https, for="[b]"`."""
+    hops: list[str] = []
+    xff = headers.get("x-forwarded-for")
+    if xff:
+        hops = [part.strip() for part in xff.split(",") if part.strip()]
+    else:
+        for element in headers.get("forwarded", "").split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name.lower() == "for" and value:
+                    value = value.strip('"')
+                    if value.startswith("["):
+                        value = value[1:value.find("]")] if "]" in value else value[1:]
+                    elif value.count(":") == 1:
+                        value = value.split(":")[0]
+                    hops.append(value)
+    return [hop for hop in hops if _valid_ip(hop)]
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_trusted(address: str, trusted: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)

@@ -1,0 +1,336 @@
+"""TOML configuration -> frozen dataclasses, validated once at start with clear errors.
+
+The defaults are `config.example.toml` itself (packaged beside this module), so the documented
+defaults and the running defaults can never drift apart. An operator's file is merged over them.
+"""
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A bad configuration: says which file, which key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Credits per million tokens, by token kind."""
+
+    input: float
+    output: float
+    cache_write_5m: float
+    cache_write_1h: float
+    cache_read: float
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    display_name: str
+    tier: str
+    aliases: tuple[str, ...]
+    rates: Rates
+    created_at: str  # release date, YYYY-MM-DD
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A plan's limits; also the shape of a key's effective limits after its overrides."""
+
+    credits_5h: float
+    credits_7d: float
+    models: tuple[str, ...]
+    max_tokens: int
+    max_ips: int
+    max_concurrent: int
+
+    def allows(self, model_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.models)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    database: str
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    max_body_bytes: int
+    shutdown_grace_s: float
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    base_url: str
+    api_key_env: str
+    connect_timeout_s: float
+    idle_timeout_s: float
+    on_client_disconnect: str
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    ip_limit_hits: int
+    within_s: float
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    upstream: UpstreamConfig
+    quarantine: QuarantineConfig
+    models: dict[str, Model]
+    plans: dict[str, Limits]
+    source: str = "<defaults>"
+    _lookup: dict[str, Model] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for model in self.models.values():
+            self._lookup[model.id] = model
+            for alias in model.aliases:
+                self._lookup[alias] = model
+
+    def resolve_model(self, name: str) -> Model | None:
+        """The model a request names: its ID, a dated ID, an alias, or any of those with `[1m]`."""
+        found = self._lookup.get(name)
+        if found is not None:
+            return found
+        base = _DATE_SUFFIX.sub("", _CONTEXT_SUFFIX.sub("", name))
+        return self._lookup.get(base)
+
+
+_CONTEXT_SUFFIX = re.compile(r"\[[0-9a-z]+\]$")
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+LIMIT_FIELDS = ("credits_5h", "credits_7d", "models", "max_tokens", "max_ips", "max_concurrent")
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _not_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
+
+
+def _base_url(value: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+", value) else "must be an http:// or https:// URL"
+
+
+def _disconnect_mode(value: str) -> str | None:
+    return None if value in ("finish", "cancel") else 'must be "finish" or "cancel"'
+
+
+def _date(value: str) -> str | None:
+    return None if re.match(r"^\d{4}-\d{2}-\d{2}$", value) else "must be a date such as 2025-09-29"
+
+
+def _tier(value: str) -> str | None:
+    return None if value in ("haiku", "sonnet", "opus") else 'must be "haiku", "sonnet" or "opus"'
+
+
+NUMBER = (int, float)
+# section -> key -> (accepted types, optional check returning an error or None)
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "server": {
+        "host": ((str,), None),
+        "port": ((int,), _port),
+        "database": ((str,), None),
+        "trusted_proxies": ((list,), None),
+        "max_body_bytes": ((int,), _positive),
+        "shutdown_grace_s": (NUMBER, _not_negative),
+    },
+    "upstream": {
+        "base_url": ((str,), _base_url),
+        "api_key_env": ((str,), None),
+        "connect_timeout_s": (NUMBER, _positive),
+        "idle_timeout_s": (NUMBER, _positive),
+        "on_client_disconnect": ((str,), _disconnect_mode),
+    },
+    "quarantine": {
+        "ip_limit_hits": ((int,), _positive),
+        "within_s": (NUMBER, _positive),
+    },
+    "models.*": {
+        "display_name": ((str,), None),
+        "created_at": ((str,), _date),
+        "tier": ((str,), _tier),
+        "aliases": ((list,), None),
+        "input": (NUMBER, _not_negative),
+        "output": (NUMBER, _not_negative),
+        "cache_write_5m": (NUMBER, _not_negative),
+        "cache_write_1h": (NUMBER, _not_negative),
+        "cache_read": (NUMBER, _not_negative),
+    },
+    "plans.*": {
+        "credits_5h": (NUMBER, _positive),
+        "credits_7d": (NUMBER, _positive),
+        "models": ((list,), None),
+        "max_tokens": ((int,), _positive),
+        "max_ips": ((int,), _not_negative),
+        "max_concurrent": ((int,), _not_negative),
+    },
+}
+
+
+def default_document() -> dict[str, Any]:
+    """The parsed `config.example.toml`: the defaults, documented and in force."""
+    text = resources.files("antex").joinpath("config.example.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def load(path: str | Path | None) -> Config:
+    """Read `path` (or nothing: the defaults) into a validated Config; raises ConfigError."""
+    document = default_document()
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: the file is not UTF-8 text") from None
+        try:
+            overrides = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        document = merge_documents(document, overrides)
+    return from_document(document, source)
+
+
+def merge_documents(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_documents(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def from_document(document: dict[str, Any], source: str = "<defaults>") -> Config:
+    """Validate a parsed TOML document (defaults already merged in)."""
+    for section in document:
+        if section not in ("server", "upstream", "quarantine", "models", "plans"):
+            raise ConfigError(f"{source}: [{section}]: unknown section")
+    checked = {name: _section(document, name, name, source) for name in ("server", "upstream", "quarantine")}
+    models = {
+        model_id: _model(model_id, _section(document["models"], model_id, f'models."{model_id}"', source, "models.*"))
+        for model_id in _table(document, "models", source)
+    }
+    plans = {
+        name: _plan(_section(document["plans"], name, f"plans.{name}", source, "plans.*"), f"plans.{name}", source)
+        for name in _table(document, "plans", source)
+    }
+    if not models:
+        raise ConfigError(f"{source}: [models]: at least one model is needed")
+    if not plans:
+        raise ConfigError(f"{source}: [plans]: at least one plan is needed")
+    _check_aliases(models, source)
+    server = checked["server"]
+    return Config(
+        server=ServerConfig(
+            host=server["host"],
+            port=server["port"],
+            database=server["database"],
+            trusted_proxies=_networks(server["trusted_proxies"], source),
+            max_body_bytes=server["max_body_bytes"],
+            shutdown_grace_s=float(server["shutdown_grace_s"]),
+        ),
+        upstream=UpstreamConfig(**{k: v for k, v in checked["upstream"].items()}),
+        quarantine=QuarantineConfig(**checked["quarantine"]),
+        models=models,
+        plans=plans,
+        source=source,
+    )
+
+
+def _table(document: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    table = document.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{name}]: must be a table")
+    return table
+
+
+def _section(parent: dict[str, Any], name: str, label: str, source: str, schema_name: str | None = None) -> dict[str, Any]:
+    table = parent.get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{label}]: must be a table")
+    schema = SCHEMA[schema_name or name]
+    for key, value in table.items():
+        if key not in schema:
+            raise ConfigError(f"{source}: [{label}] {key}: unknown setting (known: {', '.join(schema)})")
+        types, check = schema[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{source}: [{label}] {key}: must be {wanted}, not {type(value).__name__}")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{source}: [{label}] {key}: {problem} (got {value!r})")
+    missing = [key for key in schema if key not in table]
+    if missing:
+        raise ConfigError(f"{source}: [{label}]: missing {', '.join(missing)}")
+    return table
+
+
+def _strings(value: list[Any], where: str, source: str) -> tuple[str, ...]:
+    if not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{source}: {where}: must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _model(model_id: str, table: dict[str, Any]) -> Model:
+    rates = Rates(**{k: float(table[k]) for k in ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")})
+    return Model(model_id, table["display_name"], table["tier"], tuple(table["aliases"]), rates, table["created_at"])
+
+
+def _plan(table: dict[str, Any], label: str, source: str) -> Limits:
+    return Limits(
+        credits_5h=float(table["credits_5h"]),
+        credits_7d=float(table["credits_7d"]),
+        models=_strings(table["models"], f"[{label}] models", source),
+        max_tokens=table["max_tokens"],
+        max_ips=table["max_ips"],
+        max_concurrent=table["max_concurrent"],
+    )
+
+
+def _check_aliases(models: dict[str, Model], source: str) -> None:
+    seen: dict[str, str] = {}
+    for model in models.values():
+        for name in (model.id, *model.aliases):
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f'{source}: [models."{model.id}"] aliases: must be non-empty strings')
+            if name in seen and seen[name] != model.id:
+                raise ConfigError(f'{source}: [models."{model.id}"] aliases: "{name}" already names {seen[name]}')
+            seen[name] = model.id
+
+
+def _networks(values: list[Any], source: str) -> tuple:
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: [server] trusted_proxies: {value!r} is not a CIDR such as 10.0.0.0/8") from None
+    return tuple(networks)
+
+
+def apply_overrides(plan: Limits, overrides: dict[str, Any]) -> Limits:
+    """A key's effective limits: its plan's, with the key's own overrides on top."""
+    if not overrides:
+        return plan
+    values = {name: overrides.get(name, getattr(plan, name)) for name in LIMIT_FIELDS}
+    values["models"] = tuple(values["models"])
+    return Limits(**values)

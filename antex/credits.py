@@ -1,0 +1,63 @@
+"""Pure credit math: token counts x a model's rates -> credits.
+
+Credits are kept as integer micro-credits (credits x 1e6) everywhere they are summed, so
+rolling windows add and subtract exactly and never drift.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from antex.config import Rates
+
+MICRO = 1_000_000
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request, by kind (the kinds credits are priced by)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @classmethod
+    def from_anthropic(cls, usage: dict) -> "Usage":
+        """Read an Anthropic `usage` object, e.g.
+        {"input_tokens": 12, "output_tokens": 30, "cache_creation_input_tokens": 100,
+         "cache_read_input_tokens": 2000,
+         "cache_creation": {"ephemeral_5m_input_tokens": 60, "ephemeral_1h_input_tokens": 40}}
+        When the cache-write split is missing, every cache write counts as a 5-minute one.
+        """
+        cache_write = _count(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation")
+        write_1h = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
+        write_1h = min(write_1h, cache_write) if cache_write else write_1h
+        return cls(
+            input_tokens=_count(usage.get("input_tokens")),
+            output_tokens=_count(usage.get("output_tokens")),
+            cache_write_5m_tokens=max(cache_write - write_1h, 0),
+            cache_write_1h_tokens=write_1h,
+            cache_read_tokens=_count(usage.get("cache_read_input_tokens")),
+        )
+
+
+def _count(value: object) -> int:
+    """A token count from the wire: anything that is not a non-negative int counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def micro_credits(usage: Usage, rates: Rates) -> int:
+    """Micro-credits for `usage`: sum of tokens x rate (credits per million tokens)."""
+    return round(
+        usage.input_tokens * rates.input
+        + usage.output_tokens * rates.output
+        + usage.cache_write_5m_tokens * rates.cache_write_5m
+        + usage.cache_write_1h_tokens * rates.cache_write_1h
+        + usage.cache_read_tokens * rates.cache_read
+    )
+
+
+def to_micro(credits: float) -> int:
+    return round(credits * MICRO)

@@ -1,0 +1,192 @@
+"""The flow every metered front door shares: read, authenticate, admit, call upstream, settle.
+
+HTTP in -> admission -> upstream -> metering -> ledger. The route modules only differ in how
+they translate the request and the answer; each step here is the same for all of them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from antex.admission import Ticket, WindowState
+from antex.appkeys import ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, REQUEST_ID, UPSTREAM_KEY, UPSTREAM_S, WINDOWS
+from antex.auth import KeyRecord, client_ip
+from antex.config import Model
+from antex.credits import Usage, micro_credits
+from antex.errors import AntexError
+from antex.ledger import Charge, KeyState
+from antex.sse import UsageMeter
+from antex import upstream
+
+READ_CHUNK = 256 * 1024
+CHARS_PER_TOKEN = 4  # for the estimate charged when a stream is cancelled before its final usage
+
+
+def authenticate(request: web.Request) -> KeyRecord:
+    """The caller's key record; remembered on the request for the rate-limit headers."""
+    key = request.app[KEYS].authenticate(request.headers)
+    request[KEY] = key
+    return key
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, refused with payload_too_large as soon as it passes the limit.
+
+    A declared Content-Length over the limit is refused before a byte is read; a chunked or
+    lying body is cut off at the limit, so a huge upload never sits in memory.
+    """
+    limit = request.app[CONFIG].server.max_body_bytes
+    too_large = AntexError("payload_too_large", f"The request body is larger than this gateway's limit of {limit} bytes. Send a smaller request.")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(READ_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(raw: bytes) -> dict:
+    """The body as a JSON object, or a clear invalid_request_error."""
+    if not raw:
+        raise AntexError("invalid_request_error", "The request body is empty. Send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AntexError("invalid_request_error", f"The request body is not valid JSON ({exc.args[0]}).") from None
+    if not isinstance(body, dict):
+        raise AntexError("invalid_request_error", f"The request body must be a JSON object, not {type(body).__name__}.")
+    return body
+
+
+def field(body: dict, name: str, kind: type | tuple, *, required: bool = True, what: str = ""):
+    """body[name] checked against `kind`; bools never pass as integers."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise AntexError("invalid_request_error", f"{name}: field required.", param=name)
+        return None
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise AntexError("invalid_request_error", f"{name}: must be {what or getattr(kind, '__name__', kind)}.", param=name)
+    return value
+
+
+def upstream_model_name(requested: str, model: Model) -> str:
+    """The name to send upstream: dated IDs pass as they are; aliases and `[1m]` become IDs."""
+    base = requested.split("[", 1)[0]
+    if base == model.id or base.startswith(model.id + "-"):
+        return base
+    return model.id
+
+
+def with_upstream_model(raw: bytes, body: dict, model: Model) -> bytes:
+    """The body to send: the client's own bytes, re-encoded only when the model name must change."""
+    requested = body["model"]
+    sent = upstream_model_name(requested, model)
+    if sent == requested:
+        return raw
+    body["model"] = sent
+    return orjson.dumps(body)
+
+
+@dataclass
+class Call:
+    """One admitted request, from admission until it is settled."""
+
+    key: KeyRecord
+    state: KeyState
+    model: Model
+    endpoint: str
+    ticket: Ticket
+    windows: tuple[WindowState, WindowState]
+    settled: bool = False
+
+
+async def admit(request: web.Request, key: KeyRecord, *, model_name: str, max_tokens: int, endpoint: str) -> Call:
+    """Every check before upstream, in order; the returned Call holds a concurrency slot."""
+    app = request.app
+    admission = app[ADMISSION]
+    admission.check_key(key)
+    model = admission.check_model(key, model_name)
+    admission.check_max_tokens(key, max_tokens)
+    now = app[CLOCK]()
+    state = await app[LEDGER].state(key.id)
+    ip = client_ip(request.remote, request.headers, app[CONFIG].server.trusted_proxies)
+    admission.check_ip(key, state, ip, now)
+    windows = admission.check_windows(key, state, now)
+    request[WINDOWS] = windows
+    ticket = admission.check_concurrency(key, state)
+    return Call(key, state, model, endpoint, ticket, windows)
+
+
+async def open_upstream(request: web.Request, path: str, body: bytes) -> aiohttp.ClientResponse:
+    """POST `body` to the upstream `path` (with the client's query string) using the operator's key."""
+    app = request.app
+    url = app[CONFIG].upstream.base_url.rstrip("/") + path
+    if request.query_string:
+        url += "?" + request.query_string
+    headers = upstream.request_headers(request.headers, app[UPSTREAM_KEY])
+    started = time.perf_counter()
+    try:
+        response = await upstream.send(app[CLIENT], url, headers, body)
+    finally:
+        request[UPSTREAM_S] += time.perf_counter() - started
+    request_id = response.headers.get("request-id")
+    if request_id:
+        request[REQUEST_ID] = request_id
+    return response
+
+
+async def read_upstream(request: web.Request, response: aiohttp.ClientResponse) -> bytes:
+    """A whole non-streaming upstream body; a stall or a cut becomes a clear 5xx."""
+    started = time.perf_counter()
+    try:
+        return await response.read()
+    except TimeoutError:
+        raise AntexError("timeout_error", "The upstream API stopped answering mid-response. Try again.") from None
+    except aiohttp.ClientError:
+        raise AntexError("bad_gateway", "The upstream API broke off its answer. Try again.") from None
+    finally:
+        request[UPSTREAM_S] += time.perf_counter() - started
+
+
+def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: str) -> None:
+    """Charge the request once: credits from the usage seen, one event for the ledger."""
+    if call.settled:
+        return
+    call.settled = True
+    call.ticket.release()
+    app = request.app
+    usage = Usage.from_anthropic(meter.usage) if meter else Usage()
+    if outcome == "client_disconnected" and meter and not meter.finished:
+        # Cancelled before the final usage: charge at least what was streamed.
+        estimate = -(-meter.streamed_chars // CHARS_PER_TOKEN)
+        if estimate > usage.output_tokens:
+            usage = Usage(usage.input_tokens, estimate, usage.cache_write_5m_tokens, usage.cache_write_1h_tokens,
+                          usage.cache_read_tokens)
+    charge = Charge(
+        key_id=call.key.id,
+        ts=app[CLOCK](),
+        model=call.model.id,
+        endpoint=call.endpoint,
+        usage=usage,
+        micro_credits=micro_credits(usage, call.model.rates),
+        request_id=request.get(REQUEST_ID),
+        outcome=outcome,
+    )
+    app[LEDGER].charge(call.state, charge)
+
+
+
+def dumps(value: object) -> str:
+    """json_response's encoder: orjson, as everywhere JSON is touched."""
+    return orjson.dumps(value).decode()

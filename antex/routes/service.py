@@ -1,0 +1,20 @@
+"""Unauthenticated housekeeping: liveness, and cheap answers to what Claude Code sends besides the API."""
+from __future__ import annotations
+
+from aiohttp import web
+
+HEALTHY = b'{"status":"ok"}'
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    # Claude Code posts telemetry batches to its base URL; accept and drop them, never an error storm.
+    app.router.add_post("/api/event_logging/batch", discard)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=HEALTHY, content_type="application/json")
+
+
+async def discard(request: web.Request) -> web.Response:
+    return web.Response(body=b"{}", content_type="application/json")

@@ -1,0 +1,34 @@
+"""GET /v1/usage and /v1/usage/activity: the caller's windows as percentages and times."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from antex import gateway
+from antex.appkeys import ADMISSION, CLOCK, LEDGER, READER
+from antex.report import activity_body, usage_body
+from antex.windows import WINDOWS
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/usage", usage)
+    app.router.add_get("/v1/usage/activity", activity)
+
+
+async def usage(request: web.Request) -> web.Response:
+    key = gateway.authenticate(request)
+    request.app[ADMISSION].check_key(key)
+    state = await request.app[LEDGER].state(key.id)
+    now = request.app[CLOCK]()
+    state.seven_day.expire(now)
+    body = usage_body(name=key.row.name, prefix=key.row.prefix, plan=key.row.plan, limits=key.limits,
+                      charges=list(state.seven_day.charges), now=now)
+    return web.json_response(body, dumps=gateway.dumps)
+
+
+async def activity(request: web.Request) -> web.Response:
+    key = gateway.authenticate(request)
+    request.app[ADMISSION].check_key(key)
+    now = request.app[CLOCK]()
+    reader = request.app[READER]
+    per_window = {title: await reader.activity(key.id, now - window_s) for title, _, window_s in WINDOWS}
+    return web.json_response(activity_body(per_window=per_window, limits=key.limits, now=now), dumps=gateway.dumps)

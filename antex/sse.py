@@ -1,0 +1,126 @@
+"""Incremental SSE framing, and usage read from a copy of an Anthropic stream.
+
+The bytes forwarded to the client are never touched; this module only watches them. A frame
+looks like:
+
+    event: message_delta
+    data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}
+
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import orjson
+
+_FRAME_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # a frame larger than this is not SSE we can read
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                "cache_creation")
+
+
+class MalformedStream(Exception):
+    """The upstream sent bytes that are not SSE."""
+
+
+class SSEReader:
+    """Cuts a byte stream into (event name, data bytes) frames, however the bytes are chunked."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        start = 0
+        for match in _FRAME_END.finditer(buffer):
+            frame = parse_frame(buffer[start:match.start()])
+            start = match.end()
+            if frame is not None:
+                yield frame
+        self._buffer = buffer[start:]
+        if len(self._buffer) > MAX_FRAME_BYTES:
+            raise MalformedStream("an SSE frame exceeded 16 MiB")
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an unfinished frame (a stream cut mid-frame leaves some)."""
+        return self._buffer
+
+
+def parse_frame(frame: bytes) -> tuple[str, bytes] | None:
+    """(event, data) of one frame; None for comments and keep-alives."""
+    event = "message"
+    data: list[bytes] = []
+    for line in frame.splitlines():
+        if not line or line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"event":
+            event = value.decode("utf-8", "replace")
+        elif name == b"data":
+            data.append(value)
+    if not data:
+        return None
+    return event, b"\n".join(data)
+
+
+class UsageMeter:
+    """Usage of an Anthropic response: `message_start` usage, then each `message_delta` usage
+    overwriting it field by field (the delta's counts are cumulative, never summed)."""
+
+    __slots__ = ("usage", "request_model", "stop_reason", "error", "finished", "message_id", "streamed_chars")
+
+    def __init__(self) -> None:
+        self.usage: dict = {}
+        self.stop_reason: str | None = None
+        self.error: dict | None = None
+        self.finished = False
+        self.message_id: str | None = None
+        self.streamed_chars = 0  # text/JSON/thinking characters seen in deltas: an estimate's base
+
+    def observe(self, event: str, data: bytes) -> dict | None:
+        """Take one frame; returns the parsed payload when it was parsed (None for cheap frames)."""
+        if event == "content_block_delta":
+            # Cheap estimate of generated size, without parsing: the frame minus its fixed envelope.
+            self.streamed_chars += max(len(data) - 60, 1)
+            return None
+        if event not in ("message_start", "message_delta", "message_stop", "error"):
+            return None
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise MalformedStream(f"{event} data is not JSON") from None
+        self.message(event, payload)
+        return payload
+
+    def message(self, event: str, payload: dict) -> None:
+        """Take one parsed event (the translators parse every frame and call this directly)."""
+        if not isinstance(payload, dict):
+            return
+        if event == "message_start":
+            message = payload.get("message")
+            if isinstance(message, dict):
+                self.message_id = message.get("id")
+                self._merge(message.get("usage"))
+        elif event == "message_delta":
+            self._merge(payload.get("usage"))
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and delta.get("stop_reason"):
+                self.stop_reason = delta["stop_reason"]
+        elif event == "message_stop":
+            self.finished = True
+        elif event == "error":
+            error = payload.get("error")
+            self.error = error if isinstance(error, dict) else {"type": "api_error", "message": "upstream error"}
+
+    def _merge(self, usage: object) -> None:
+        if isinstance(usage, dict):
+            for name in USAGE_FIELDS:
+                value = usage.get(name)
+                if value is not None:
+                    self.usage[name] = value

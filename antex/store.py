@@ -1,0 +1,199 @@
+"""SQLite through aiosqlite: connections, schema.sql migrations, and every named query.
+
+The server opens two connections: a reader (key cache, lazy window loads, reports) and the
+ledger's single writer. The CLI opens its own; WAL mode and a busy timeout let all of them work
+at once without "database is locked" ever reaching anyone.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, AsyncIterator, Iterable
+
+import aiosqlite
+import orjson
+
+BUSY_TIMEOUT_MS = 30_000
+_MIGRATION = re.compile(r"^-- migration (\d+): (.+)$", re.MULTILINE)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every section of schema.sql, in order."""
+    text = resources.files("antex").joinpath("schema.sql").read_text("utf-8")
+    heads = list(_MIGRATION.finditer(text))
+    found = []
+    for i, head in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        found.append((int(head.group(1)), head.group(2).strip(), text[head.end():end]))
+    return found
+
+
+async def connect(path: str) -> aiosqlite.Connection:
+    """Open `path` in WAL mode and bring its schema up to date."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    await migrate(conn)
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Apply the pending migrations, each in its own transaction; returns the schema version."""
+    async with conn.execute("PRAGMA user_version") as cursor:
+        (version,) = await cursor.fetchone()
+    for number, name, sql in migrations():
+        if number <= version:
+            continue
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            async with conn.execute("PRAGMA user_version") as cursor:
+                (current,) = await cursor.fetchone()
+            if number > current:
+                for statement in _statements(sql):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                                   (number, name, time.time()))
+                await conn.execute(f"PRAGMA user_version = {number}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        version = number
+    return version
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    name: str
+    prefix: str
+    hash: str
+    plan: str
+    limits: dict[str, Any]
+    status: str
+    status_reason: str | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row | tuple) -> "KeyRow":
+        return cls(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]), row[6], row[7], row[8])
+
+
+KEY_COLUMNS = "id, name, prefix, hash, plan, limits, status, status_reason, created_at"
+
+EVENT_COLUMNS = ("key_id", "ts", "model", "endpoint", "input_tokens", "output_tokens", "cache_write_5m_tokens",
+                 "cache_write_1h_tokens", "cache_read_tokens", "micro_credits", "request_id", "outcome")
+INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+UPSERT_IP = ("INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?, ?, ?) "
+             "ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)")
+
+
+class Store:
+    """Named queries over one connection."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        async with self.conn.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> tuple | None:
+        async with self.conn.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    # keys
+
+    async def keys_version(self) -> int:
+        row = await self._one("SELECT value FROM meta WHERE name = 'keys_version'")
+        return row[0] if row else 0
+
+    async def all_keys(self) -> list[KeyRow]:
+        return [KeyRow.from_row(r) for r in await self._all(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY id")]
+
+    async def find_keys(self, ref: str) -> list[KeyRow]:
+        """Keys named by `ref`: a name, a numeric id, or a visible prefix (with or without '…')."""
+        ref = ref.strip().rstrip("…").rstrip(".")
+        rows = await self._all(f"SELECT {KEY_COLUMNS} FROM keys WHERE name = ?", (ref,))
+        if not rows and ref.isdigit():
+            rows = await self._all(f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (int(ref),))
+        if not rows and ref.startswith("sk_live_"):
+            rows = await self._all(f"SELECT {KEY_COLUMNS} FROM keys WHERE prefix = ?", (ref,))
+        return [KeyRow.from_row(r) for r in rows]
+
+    async def prefix_taken(self, prefix: str) -> bool:
+        return await self._one("SELECT 1 FROM keys WHERE prefix = ?", (prefix,)) is not None
+
+    async def insert_key(self, name: str, prefix: str, key_hash: str, plan: str, now: float) -> int:
+        cursor = await self.conn.execute(
+            "INSERT INTO keys (name, prefix, hash, plan, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, prefix, key_hash, plan, now, now))
+        return cursor.lastrowid
+
+    async def update_key(self, key_id: int, now: float, **fields: Any) -> None:
+        """Set columns of one key (status, status_reason, plan, limits)."""
+        if "limits" in fields:
+            fields["limits"] = orjson.dumps(fields["limits"]).decode()
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        await self.conn.execute(f"UPDATE keys SET {assignments}, updated_at = ? WHERE id = ?",
+                                (*fields.values(), now, key_id))
+
+    # events
+
+    async def charges_since(self, key_id: int, since: float) -> list[tuple[float, int]]:
+        """The key's (ts, micro-credits) after `since`, oldest first: one indexed range scan."""
+        return await self._all("SELECT ts, micro_credits FROM events WHERE key_id = ? AND ts > ? ORDER BY ts",
+                               (key_id, since))
+
+    async def insert_events(self, rows: list[tuple]) -> None:
+        await self.conn.executemany(INSERT_EVENT, rows)
+
+    async def activity(self, key_id: int, since: float) -> list[tuple[str, int, int]]:
+        """(model, requests, micro-credits) per model since `since`, busiest first."""
+        return await self._all(
+            "SELECT model, COUNT(*), SUM(micro_credits) FROM events WHERE key_id = ? AND ts > ? "
+            "GROUP BY model ORDER BY SUM(micro_credits) DESC", (key_id, since))
+
+    async def iter_events(self, key_id: int | None, since: float | None) -> AsyncIterator[dict[str, Any]]:
+        """Credit events oldest first, with the key's name, for export."""
+        where, params = ["1 = 1"], []
+        if key_id is not None:
+            where.append("e.key_id = ?")
+            params.append(key_id)
+        if since is not None:
+            where.append("e.ts > ?")
+            params.append(since)
+        columns = ", ".join(f"e.{c}" for c in ("id", *EVENT_COLUMNS))
+        sql = f"SELECT {columns}, k.name FROM events e JOIN keys k ON k.id = e.key_id WHERE {' AND '.join(where)} ORDER BY e.ts, e.id"
+        async with self.conn.execute(sql, params) as cursor:
+            async for row in cursor:
+                yield dict(zip(("id", *EVENT_COLUMNS, "key_name"), row))
+
+    # client IPs
+
+    async def ips_since(self, key_id: int, since: float) -> list[tuple[str, float]]:
+        return await self._all("SELECT ip, last_seen FROM key_ips WHERE key_id = ? AND last_seen > ?", (key_id, since))
+
+    async def upsert_ips(self, rows: list[tuple[int, str, float]]) -> None:
+        await self.conn.executemany(UPSERT_IP, rows)

@@ -1,0 +1,71 @@
+"""The one connection pool to Anthropic: header filtering both ways, and idle-read timeouts.
+
+There is no total timeout: a healthy stream may run for as long as it keeps sending bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Mapping
+
+import aiohttp
+from multidict import CIMultiDict
+
+from antex.config import UpstreamConfig
+from antex.errors import AntexError
+
+log = logging.getLogger("antex.upstream")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade",
+})
+# Request headers never sent upstream: credentials, the client's framing, and forwarding hints.
+DROP_REQUEST = HOP_BY_HOP | {
+    "host", "content-length", "x-api-key", "authorization", "cookie", "accept-encoding", "expect",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded", "x-real-ip", "origin", "referer",
+}
+# Response headers never passed to the client: framing we redo, the operator's organisation and
+# its own rate limits (the client sees its key's windows instead).
+DROP_RESPONSE = HOP_BY_HOP | {"content-encoding", "content-length", "anthropic-organization-id", "set-cookie", "server", "date"}
+DROP_RESPONSE_PREFIXES = ("anthropic-ratelimit-",)
+
+
+def session(config: UpstreamConfig) -> aiohttp.ClientSession:
+    """A pooled session; keep-alive connections are reused across every request."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout_s, sock_read=config.idle_timeout_s)
+    return aiohttp.ClientSession(base_url=None, connector=connector, timeout=timeout, auto_decompress=True,
+                                 skip_auto_headers=("User-Agent",))
+
+
+def request_headers(client: Mapping[str, str], upstream_key: str) -> CIMultiDict:
+    """The client's headers minus credentials and framing, plus the operator's key."""
+    headers = CIMultiDict((name, value) for name, value in client.items() if name.lower() not in DROP_REQUEST)
+    headers["x-api-key"] = upstream_key
+    headers.setdefault("anthropic-version", "2023-06-01")
+    return headers
+
+
+def response_headers(upstream: Mapping[str, str]) -> CIMultiDict:
+    return CIMultiDict(
+        (name, value) for name, value in upstream.items()
+        if name.lower() not in DROP_RESPONSE and not name.lower().startswith(DROP_RESPONSE_PREFIXES)
+    )
+
+
+async def send(client: aiohttp.ClientSession, url: str, headers: CIMultiDict, body: bytes) -> aiohttp.ClientResponse:
+    """POST to the upstream; unreachable or silent upstreams become clear Anthropic-shaped 5xx."""
+    try:
+        return await client.post(url, data=body, headers=headers, allow_redirects=False)
+    except asyncio.TimeoutError:
+        raise AntexError("timeout_error", "The upstream API did not answer in time. Try again shortly.") from None
+    except aiohttp.ClientSSLError as exc:
+        log.warning("upstream TLS failure: %s", exc)
+        raise AntexError("bad_gateway", "Could not establish a secure connection to the upstream API. The operator should check the upstream URL.") from None
+    except aiohttp.ClientConnectionError as exc:
+        log.warning("upstream unreachable: %s", exc)
+        raise AntexError("bad_gateway", "Could not reach the upstream API. Try again shortly; if it persists, tell the operator.") from None
+    except aiohttp.ClientError as exc:
+        log.warning("upstream request failed: %s", exc)
+        raise AntexError("bad_gateway", "The request to the upstream API failed. Try again shortly.") from None

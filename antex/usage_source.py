@@ -1,0 +1,62 @@
+"""Where `antex usage` reads from: the database directly, or a running gateway's /v1/usage."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import orjson
+
+from antex.config import Config, apply_overrides
+from antex.report import usage_body
+from antex.store import KeyRow, Store
+from antex.windows import SEVEN_DAYS_S
+
+REMOTE_TIMEOUT_S = 10
+
+
+class UsageError(Exception):
+    """Usage could not be read; the message says why and what to do."""
+
+
+async def local(store: Store, cfg: Config, ref: str | None, now: float) -> list[dict]:
+    """Usage bodies for one key (by name, id or prefix) or every active key, from the database."""
+    if ref:
+        rows = await store.find_keys(ref)
+        if len(rows) != 1:
+            raise UsageError(f"No key named {ref!r}." if not rows else f"{ref!r} names {len(rows)} keys; use the name or id.")
+    else:
+        rows = [row for row in await store.all_keys() if row.status != "revoked"]
+    return [await _body(store, cfg, row, now) for row in rows]
+
+
+async def _body(store: Store, cfg: Config, row: KeyRow, now: float) -> dict:
+    plan = cfg.plans.get(row.plan)
+    if plan is None:
+        raise UsageError(f"Key {row.name!r} is on plan {row.plan!r}, which the configuration does not define.")
+    charges = await store.charges_since(row.id, now - SEVEN_DAYS_S)
+    return usage_body(name=row.name, prefix=row.prefix, plan=row.plan, limits=apply_overrides(plan, row.limits),
+                      charges=charges, now=now)
+
+
+def remote(base_url: str, key: str) -> dict:
+    """GET {base_url}/v1/usage with the key; a base URL ending in /v1 works too."""
+    url = base_url.rstrip("/")
+    url = (url[:-3] if url.endswith("/v1") else url) + "/v1/usage"
+    request = urllib.request.Request(url, headers={"x-api-key": key, "accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=REMOTE_TIMEOUT_S) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise UsageError(f"{url} answered {exc.code}: {_message(exc.read())}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(f"Cannot reach {url}: {reason}. Check the URL and that the gateway is running.") from None
+    except orjson.JSONDecodeError:
+        raise UsageError(f"{url} did not answer with JSON; is it an Antex gateway?") from None
+
+
+def _message(body: bytes) -> str:
+    try:
+        return orjson.loads(body)["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")

@@ -1,0 +1,65 @@
+-- Antex database schema: the one source of truth.
+-- Each "-- migration N: name" section is applied once, in order, inside a transaction, and
+-- recorded in PRAGMA user_version and the migrations table. Migrations are forward-only:
+-- never edit a section that has shipped; add a new one below it.
+
+-- migration 1: initial
+CREATE TABLE migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  REAL NOT NULL
+);
+
+-- Keys are stored as a SHA-256 hash plus a short visible prefix; the key itself never is.
+CREATE TABLE keys (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    prefix        TEXT NOT NULL,
+    hash          TEXT NOT NULL UNIQUE,
+    plan          TEXT NOT NULL,
+    limits        TEXT NOT NULL DEFAULT '{}',   -- JSON: per-key overrides of the plan's limits
+    status        TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked', 'quarantined')),
+    status_reason TEXT,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX keys_prefix ON keys (prefix);
+
+-- One row per metered request. Credits are integer micro-credits (credits x 1e6).
+CREATE TABLE events (
+    id                    INTEGER PRIMARY KEY,
+    key_id                INTEGER NOT NULL REFERENCES keys (id),
+    ts                    REAL NOT NULL,          -- unix seconds when the charge was settled
+    model                 TEXT NOT NULL,
+    endpoint              TEXT NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    cache_read_tokens     INTEGER NOT NULL,
+    micro_credits         INTEGER NOT NULL,
+    request_id            TEXT,                   -- the upstream request-id, when there was one
+    outcome               TEXT NOT NULL           -- complete, client_disconnected, upstream_error
+);
+CREATE INDEX events_key_ts ON events (key_id, ts);
+
+-- Distinct client IPs per key, for the plan's max_ips over 24 h.
+CREATE TABLE key_ips (
+    key_id    INTEGER NOT NULL REFERENCES keys (id),
+    ip        TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (key_id, ip)
+) WITHOUT ROWID;
+
+-- A counter bumped on every change to keys, so a running server notices CLI changes cheaply.
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta (name, value) VALUES ('keys_version', 0);
+CREATE TRIGGER keys_inserted AFTER INSERT ON keys
+    BEGIN UPDATE meta SET value = value + 1 WHERE name = 'keys_version'; END;
+CREATE TRIGGER keys_updated AFTER UPDATE ON keys
+    BEGIN UPDATE meta SET value = value + 1 WHERE name = 'keys_version'; END;
+CREATE TRIGGER keys_deleted AFTER DELETE ON keys
+    BEGIN UPDATE meta SET value = value + 1 WHERE name = 'keys_version'; END;
