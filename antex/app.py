@@ -17,7 +17,7 @@ from aiohttp import web
 
 from antex import store, upstream
 from antex.admission import Admission, ratelimit_headers, window_states
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, REQUEST_ID, STARTED,
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, RELAYS, REQUEST_ID, STARTED,
                            UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
@@ -54,11 +54,24 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     app[READER] = store.Store(reader)
     ledger = app[LEDGER] = Ledger(app[READER], store.Store(writer), app[CLOCK])
     app[ADMISSION] = Admission(app[CONFIG], ledger)
+    app[RELAYS] = set()
     ledger.start()
     yield
+    await finish_relays(app[RELAYS], app[CONFIG].server.shutdown_grace_s)
     await ledger.close()
     await writer.close()
     await reader.close()
+
+
+async def finish_relays(relays: set, grace_s: float) -> None:
+    """Give streams still running at shutdown the grace period, then cut them (each settles itself)."""
+    if not relays:
+        return
+    _, pending = await asyncio.wait(set(relays), timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
 
 
 async def key_watcher(app: web.Application) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ LEDGER = web.AppKey("ledger", Ledger)
 KEYS = web.AppKey("keys", KeyCache)
 ADMISSION = web.AppKey("admission", Admission)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
+RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 
 # Per-request values (request[...]), set by the middleware and the handlers.
 REQUEST_ID = web.RequestKey("request_id", str)

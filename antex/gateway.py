@@ -5,15 +5,18 @@ they translate the request and the answer; each step here is the same for all of
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from typing import Awaitable
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from antex.admission import Ticket, WindowState
-from antex.appkeys import ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, REQUEST_ID, UPSTREAM_KEY, UPSTREAM_S, WINDOWS
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, RELAYS, REQUEST_ID, UPSTREAM_KEY,
+                           UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, client_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
@@ -157,6 +160,25 @@ async def read_upstream(request: web.Request, response: aiohttp.ClientResponse) 
         raise AntexError("bad_gateway", "The upstream API broke off its answer. Try again.") from None
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
+
+
+async def survive_disconnect(request: web.Request, relay: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+    """Run a stream relay so that a client hanging up does not stop it.
+
+    aiohttp may cancel a handler whose client left; the relay runs in its own task, so in
+    "finish" mode it keeps reading the upstream to its final usage; in "cancel" mode it is
+    cancelled with the handler. Either way the relay settles the request itself.
+    """
+    task = asyncio.ensure_future(relay)
+    relays = request.app[RELAYS]
+    relays.add(task)
+    task.add_done_callback(relays.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if request.app[CONFIG].upstream.on_client_disconnect == "cancel":
+            task.cancel()
+        raise
 
 
 def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: str) -> None:

@@ -103,12 +103,17 @@ def _error(status: int, error_type: str, message: str, request_id: str) -> web.R
     )
 
 
-def _presented_key(request: web.Request) -> str | None:
-    """x-api-key, or a Bearer token: anthropic>=2 sends its api_key as `Authorization: Bearer`."""
-    if "x-api-key" in request.headers:
-        return request.headers["x-api-key"]
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token if scheme.lower() == "bearer" else None
+def _presented_keys(request: web.Request) -> list[str]:
+    """x-api-key and any Bearer token: anthropic>=2 sends its api_key as `Authorization: Bearer`.
+
+    Every credential must be the upstream key, so a client key that leaks through in either
+    header fails the request instead of slipping past next to a correct one.
+    """
+    keys = request.headers.getall("x-api-key", [])
+    for value in request.headers.getall("Authorization", []):
+        scheme, _, token = value.partition(" ")
+        keys.append(token if scheme.lower() == "bearer" else value)
+    return keys
 
 
 def _hang_up(request: web.Request) -> None:
@@ -222,7 +227,8 @@ class FakeAnthropic:
             )
         if not request.path.startswith("/v1/"):
             return await handler(request)
-        if _presented_key(request) != self.api_key:
+        keys = _presented_keys(request)
+        if not keys or any(key != self.api_key for key in keys):
             return _error(401, "authentication_error", "invalid x-api-key", request[REQUEST_ID])
         if self.require_version and "anthropic-version" not in request.headers:
             message = "anthropic-version: header is required"

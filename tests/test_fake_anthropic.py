@@ -307,6 +307,13 @@ async def test_wrong_key_is_an_authentication_error(base_url):
     }
 
 
+async def test_a_client_key_next_to_the_upstream_key_is_refused(http, base_url):
+    leaky = {**HEADERS, "Authorization": "Bearer sk_live_client"}
+    async with http.post(f"{base_url}/v1/messages", json=MESSAGE, headers=leaky) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["type"] == "authentication_error"
+
+
 async def test_request_checks_like_anthropic(http, base_url):
     async with http.post(
         f"{base_url}/v1/messages", json=MESSAGE, headers={"x-api-key": DEFAULT_API_KEY}
@@ -408,9 +415,8 @@ async def test_delay_slows_each_event(fake, sdk):
     started = time.monotonic()
     async with sdk.messages.stream(**MESSAGE) as stream:
         await stream.get_final_message()
-    assert (
-        time.monotonic() - started >= 0.03 * 9
-    )  # 9 events: start, block start, ping, 4 deltas... stop, delta, stop
+    # 10 events: message_start, block start, ping, 4 deltas, block stop, message_delta, stop
+    assert time.monotonic() - started >= 0.03 * 10
 
 
 async def test_malformed_stream_and_body_fail_to_parse(fake, sdk):
@@ -490,5 +496,5 @@ async def test_coalesced_stream_has_the_same_frames(aiohttp_server, http):
 
 
 async def test_wait_for_requests_times_out_with_a_clear_error(fake):
-    with pytest.raises(TimeoutError, match="no 1 requests within 0.05 s"):
+    with pytest.raises(TimeoutError, match=r"no 1 requests within 0\.05 s"):
         await fake.wait_for_requests(1, timeout_s=0.05)

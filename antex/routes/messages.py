@@ -5,6 +5,7 @@ back chunk by chunk as it arrives; usage is read from a copy of the bytes, never
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -44,21 +45,24 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     body = gateway.parse_object(raw)
     model_name, max_tokens, stream = validate(body)
     call = await gateway.admit(request, key, model_name=model_name, max_tokens=max_tokens, endpoint=MESSAGES)
-    meter = UsageMeter()
-    outcome = "upstream_error"
     try:
         raw = gateway.with_upstream_model(raw, body, call.model)
         response = await gateway.open_upstream(request, MESSAGES, raw)
+    except BaseException:
+        gateway.settle(request, call, None, "upstream_error")
+        raise
+    if stream and response.status == 200 and _is_event_stream(response):
+        return await gateway.survive_disconnect(request, relay_stream(request, response, call))
+    meter = UsageMeter()
+    outcome = "upstream_error"
+    try:
         async with response:
-            if stream and response.status == 200 and _is_event_stream(response):
-                client, outcome = await relay_stream(request, response, meter)
-                return client
             payload = await gateway.read_upstream(request, response)
-            if response.status == 200:
-                meter.usage = _usage_of(payload)
-                meter.finished = True
-                outcome = "complete"
-            return web.Response(status=response.status, body=payload, headers=upstream.response_headers(response.headers))
+        if response.status == 200:
+            meter.usage = _usage_of(payload)
+            meter.finished = True
+            outcome = "complete"
+        return web.Response(status=response.status, body=payload, headers=upstream.response_headers(response.headers))
     finally:
         gateway.settle(request, call, meter, outcome)
 
@@ -76,15 +80,37 @@ def _usage_of(payload: bytes) -> dict:
     return usage if isinstance(usage, dict) else {}
 
 
-async def relay_stream(request: web.Request, response: aiohttp.ClientResponse,
-                       meter: UsageMeter) -> tuple[web.StreamResponse, str]:
-    """Forward every chunk as it arrives, watching a copy for usage; returns the outcome too."""
-    client = web.StreamResponse(status=200, headers=upstream.response_headers(response.headers))
-    await client.prepare(request)
+async def relay_stream(request: web.Request, response: aiohttp.ClientResponse, call: gateway.Call) -> web.StreamResponse:
+    """Forward every chunk as it arrives, watching a copy for usage; settles the call at the end."""
+    meter = UsageMeter()
+    outcome = "upstream_error"
+    try:
+        async with response:
+            client = web.StreamResponse(status=200, headers=upstream.response_headers(response.headers))
+            await client.prepare(request)
+            client_gone, failure = await _pump(request, response, client, meter)
+            if failure is None and not client_gone and not meter.finished and meter.error is None:
+                failure = "The upstream API ended the stream early. Try again."
+            if not client_gone:
+                client_gone = await _finish(client, failure)
+        if client_gone:
+            outcome = "client_disconnected"
+        elif failure is None and meter.error is None:
+            outcome = "complete"
+        return client
+    except asyncio.CancelledError:
+        outcome = "client_disconnected"  # cancelled on purpose: the client left, in "cancel" mode
+        raise
+    finally:
+        gateway.settle(request, call, meter, outcome)
+
+
+async def _pump(request: web.Request, response: aiohttp.ClientResponse, client: web.StreamResponse,
+                meter: UsageMeter) -> tuple[bool, str | None]:
+    """Copy upstream chunks to the client until the end; returns (client gone, failure)."""
     reader = SSEReader()
-    mode = request.app[CONFIG].upstream.on_client_disconnect
+    cancel_when_gone = request.app[CONFIG].upstream.on_client_disconnect == "cancel"
     client_gone = False
-    failure: str | None = None
     try:
         async for chunk in response.content.iter_any():
             if not client_gone:
@@ -92,31 +118,29 @@ async def relay_stream(request: web.Request, response: aiohttp.ClientResponse,
                     await client.write(chunk)
                 except ConnectionError:
                     client_gone = True
-                    if mode == "cancel":
+                    if cancel_when_gone:
                         break
             for event, data in reader.feed(chunk):
                 meter.observe(event, data)
     except TimeoutError:
-        failure = "The upstream API stalled mid-stream and was abandoned. Try again."
+        return client_gone, "The upstream API stalled mid-stream and was abandoned. Try again."
     except aiohttp.ClientError:
-        failure = "The upstream API broke off the stream. Try again."
+        return client_gone, "The upstream API broke off the stream. Try again."
     except MalformedStream as exc:
         log.warning("malformed upstream stream: %s", exc)
-        failure = "The upstream API sent a malformed stream. Try again."
-    if failure is None and not client_gone and not meter.finished and meter.error is None:
-        failure = "The upstream API ended the stream early. Try again."
-    if not client_gone:
-        try:
-            if failure:
-                await client.write(b"event: error\ndata: " + _error_event(failure) + b"\n\n")
-            await client.write_eof()
-        except ConnectionError:
-            client_gone = True
-    if client_gone:
-        return client, "client_disconnected"
-    if failure or meter.error is not None:
-        return client, "upstream_error"
-    return client, "complete"
+        return client_gone, "The upstream API sent a malformed stream. Try again."
+    return client_gone, None
+
+
+async def _finish(client: web.StreamResponse, failure: str | None) -> bool:
+    """End the client's stream, with an error event when the upstream failed; True if it left."""
+    try:
+        if failure:
+            await client.write(b"event: error\ndata: " + _error_event(failure) + b"\n\n")
+        await client.write_eof()
+    except ConnectionError:
+        return True
+    return False
 
 
 def _error_event(message: str) -> bytes:
