@@ -58,8 +58,11 @@ class RollingWindow:
 
 
 def percent(used: int, limit: int) -> float:
-    """Used share of a window in percent, rounded to 0.01 (limit is always > 0)."""
-    return round(100.0 * used / limit, 2)
+    """Used share of a window in percent, rounded down to 0.01 (limit is always > 0).
+
+    Down, never to nearest: 99.996 % is not shown as 100 % while requests are still allowed.
+    """
+    return (used * 10_000 // limit) / 100
 
 
 def status_for(used: int, limit: int) -> str:
@@ -101,9 +104,12 @@ class WindowView:
 
 def view(name: str, charges: Sequence[Charge], *, now: float, window_s: int, limit: int,
          max_points: int = SCHEDULE_POINTS) -> WindowView:
-    """The window `name` at `now`, from charges sorted oldest first (older ones are ignored)."""
+    """The window `name` at `now`, from charges sorted oldest first (older ones are ignored).
+
+    Zero-credit events free nothing when they leave, so they set no release time.
+    """
     horizon = now - window_s
-    live = [(ts, amount) for ts, amount in charges if ts > horizon]
+    live = [(ts, amount) for ts, amount in charges if ts > horizon and amount > 0]
     used = sum(amount for _, amount in live)
     return WindowView(
         name=name,

@@ -8,6 +8,8 @@ from antex.appkeys import ADMISSION, CLOCK, LEDGER, READER
 from antex.report import activity_body, usage_body
 from antex.windows import WINDOWS
 
+NO_STORE = {"cache-control": "no-store"}  # a person's usage is live and private
+
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/usage", usage)
@@ -22,7 +24,7 @@ async def usage(request: web.Request) -> web.Response:
     state.seven_day.expire(now)
     body = usage_body(name=key.row.name, prefix=key.row.prefix, plan=key.row.plan, limits=key.limits,
                       charges=list(state.seven_day.charges), now=now)
-    return web.json_response(body, dumps=gateway.dumps)
+    return web.json_response(body, dumps=gateway.dumps, headers=NO_STORE)
 
 
 async def activity(request: web.Request) -> web.Response:
@@ -31,4 +33,5 @@ async def activity(request: web.Request) -> web.Response:
     now = request.app[CLOCK]()
     reader = request.app[READER]
     per_window = {title: await reader.activity(key.id, now - window_s) for title, _, window_s in WINDOWS}
-    return web.json_response(activity_body(per_window=per_window, limits=key.limits, now=now), dumps=gateway.dumps)
+    body = activity_body(per_window=per_window, limits=key.limits, now=now)
+    return web.json_response(body, dumps=gateway.dumps, headers=NO_STORE)

@@ -1,0 +1,105 @@
+"""The rest of the API: models (both SDKs), usage, count_tokens, health and Claude Code's extras."""
+from __future__ import annotations
+
+import anthropic
+import openai
+import orjson
+from aiohttp import ClientSession
+
+from tests.conftest import Gateway, sample_body
+from tests.fake_replies import text_reply
+
+
+async def get(gateway: Gateway, path: str, key: str | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
+    headers = {"x-api-key": key} if key else {}
+    async with ClientSession() as http:
+        async with http.request(method, gateway.url + path, headers=headers) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+
+async def test_models_parse_in_both_sdks_and_follow_the_plan(gateway: Gateway) -> None:
+    starter = await gateway.create_key("bob", plan="starter")
+    async with anthropic.AsyncAnthropic(base_url=gateway.url, api_key=starter, max_retries=0) as client:
+        page = await client.models.list()
+        ids = [m.id for m in page.data]
+        one = await client.models.retrieve("claude-haiku-4-5")
+    assert ids and all(not i.startswith("claude-opus") for i in ids)
+    assert "claude-sonnet-4-6" in ids
+    assert one.display_name == "Claude Haiku 4.5" and one.created_at.year == 2025
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=starter, max_retries=0) as client:
+        listed = [m async for m in client.models.list()]
+        assert sorted(m.id for m in listed) == sorted(ids)
+        assert all(m.owned_by == "anthropic" and m.created > 0 for m in listed)
+        with_alias = await client.models.retrieve("sonnet")
+        assert with_alias.id == "claude-sonnet-4-6"
+    status, _, body = await get(gateway, "/v1/models/claude-opus-4-6", starter)
+    assert status == 404 and orjson.loads(body)["error"]["type"] == "not_found_error"
+    status, _, body = await get(gateway, "/v1/models")
+    assert status == 401
+
+
+async def test_usage_is_percentages_never_credits(gateway: Gateway) -> None:
+    key = await gateway.create_key("alice", credits_5h=10.0, credits_7d=100.0)
+    gateway.fake.queue(text_reply("ok", input_tokens=10000, output_tokens=1000))  # 3 + 1.5 = 4.5 credits
+    async with ClientSession() as http:
+        async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+            assert resp.status == 200
+    charged_at = gateway.clock()
+    gateway.clock.advance(100)
+    status, headers, raw = await get(gateway, "/v1/usage", key)
+    assert status == 200
+    body = orjson.loads(raw)
+    assert body["key"]["name"] == "alice" and body["key"]["plan"] == "pro" and key.startswith(body["key"]["prefix"])
+    assert len(body["key"]["prefix"]) == len("sk_live_AbCd")
+    five, seven = body["five_hour"], body["seven_day"]
+    assert five["used_percent"] == 45.0 and seven["used_percent"] == 4.5
+    assert five["resets_at"] == int(charged_at) + 5 * 3600
+    assert seven["resets_at"] == int(charged_at) + 7 * 86400
+    assert five["available_at"] is None
+    assert five["schedule"] == [{"at": int(charged_at) + 5 * 3600, "used_percent": 0.0}]
+    assert b"credit" not in raw
+    assert headers["anthropic-ratelimit-unified-5h-utilization"] == "0.4500"
+    # Activity: requests per model as a share of the window.
+    status, _, raw = await get(gateway, "/v1/usage/activity", key)
+    activity = orjson.loads(raw)
+    assert activity["five_hour"]["by_model"] == [{"model": "claude-sonnet-4-6", "requests": 1, "percent": 45.0}]
+
+
+async def test_usage_of_a_full_window_says_when_it_opens(gateway: Gateway) -> None:
+    key = await gateway.create_key("alice", credits_5h=1.0)
+    first = gateway.clock()
+    for _ in range(2):  # 0.6 credits each: the second fills the window
+        gateway.fake.queue(text_reply("ok", input_tokens=2000, output_tokens=0))
+        async with ClientSession() as http:
+            async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+                assert resp.status == 200
+        gateway.clock.advance(600)  # further apart than one step of the 5-hour chart (150 s)
+    _, _, raw = await get(gateway, "/v1/usage", key)
+    five = orjson.loads(raw)["five_hour"]
+    assert five["used_percent"] == 120.0 and five["status"] == "rejected"
+    # Once the first charge leaves, 60 % remain: below 100 %, so that is when it opens.
+    assert five["available_at"] == int(first) + 5 * 3600
+    assert [p["used_percent"] for p in five["schedule"]] == [60.0, 0.0]
+
+
+async def test_count_tokens_is_forwarded_and_not_metered(gateway: Gateway) -> None:
+    key = await gateway.create_key("alice")
+    async with anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key, max_retries=0) as client:
+        counted = await client.messages.count_tokens(model="claude-sonnet-4-6",
+                                                     messages=[{"role": "user", "content": "hello"}])
+    assert counted.input_tokens > 0
+    assert gateway.fake.requests[-1].path == "/v1/messages/count_tokens"
+    await gateway.flush()
+    _, _, raw = await get(gateway, "/v1/usage", key)
+    assert orjson.loads(raw)["five_hour"]["used_percent"] == 0.0
+
+
+async def test_health_preconnect_and_telemetry_are_cheap(gateway: Gateway) -> None:
+    status, _, body = await get(gateway, "/healthz")
+    assert status == 200 and orjson.loads(body) == {"status": "ok"}
+    status, _, _ = await get(gateway, "/", method="HEAD")
+    assert status == 200
+    async with ClientSession() as http:
+        async with http.post(gateway.url + "/api/event_logging/batch", json={"events": [1, 2]}) as resp:
+            assert resp.status == 200
+    assert gateway.fake.requests == []
