@@ -5,19 +5,15 @@ back chunk by chunk as it arrives; usage is read from a copy of the bytes, never
 """
 from __future__ import annotations
 
-import asyncio
-import logging
-
 import aiohttp
 import orjson
 from aiohttp import web
 
 from antex import gateway, upstream
-from antex.appkeys import ADMISSION, CONFIG
+from antex.appkeys import ADMISSION
 from antex.errors import AntexError
-from antex.sse import MalformedStream, SSEReader, UsageMeter
-
-log = logging.getLogger("antex.messages")
+from antex.relay import PassThrough, relay_stream
+from antex.sse import UsageMeter
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
@@ -52,7 +48,8 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         gateway.settle(request, call, None, "upstream_error")
         raise
     if stream and response.status == 200 and _is_event_stream(response):
-        return await gateway.survive_disconnect(request, relay_stream(request, response, call))
+        relay = relay_stream(request, response, call, PassThrough(), upstream.response_headers(response.headers))
+        return await gateway.survive_disconnect(request, relay)
     meter = UsageMeter()
     outcome = "upstream_error"
     try:
@@ -78,73 +75,6 @@ def _usage_of(payload: bytes) -> dict:
     except (orjson.JSONDecodeError, AttributeError):
         return {}
     return usage if isinstance(usage, dict) else {}
-
-
-async def relay_stream(request: web.Request, response: aiohttp.ClientResponse, call: gateway.Call) -> web.StreamResponse:
-    """Forward every chunk as it arrives, watching a copy for usage; settles the call at the end."""
-    meter = UsageMeter()
-    outcome = "upstream_error"
-    try:
-        async with response:
-            client = web.StreamResponse(status=200, headers=upstream.response_headers(response.headers))
-            await client.prepare(request)
-            client_gone, failure = await _pump(request, response, client, meter)
-            if failure is None and not client_gone and not meter.finished and meter.error is None:
-                failure = "The upstream API ended the stream early. Try again."
-            if not client_gone:
-                client_gone = await _finish(client, failure)
-        if client_gone:
-            outcome = "client_disconnected"
-        elif failure is None and meter.error is None:
-            outcome = "complete"
-        return client
-    except asyncio.CancelledError:
-        outcome = "client_disconnected"  # cancelled on purpose: the client left, in "cancel" mode
-        raise
-    finally:
-        gateway.settle(request, call, meter, outcome)
-
-
-async def _pump(request: web.Request, response: aiohttp.ClientResponse, client: web.StreamResponse,
-                meter: UsageMeter) -> tuple[bool, str | None]:
-    """Copy upstream chunks to the client until the end; returns (client gone, failure)."""
-    reader = SSEReader()
-    cancel_when_gone = request.app[CONFIG].upstream.on_client_disconnect == "cancel"
-    client_gone = False
-    try:
-        async for chunk in response.content.iter_any():
-            if not client_gone:
-                try:
-                    await client.write(chunk)
-                except ConnectionError:
-                    client_gone = True
-                    if cancel_when_gone:
-                        break
-            for event, data in reader.feed(chunk):
-                meter.observe(event, data)
-    except TimeoutError:
-        return client_gone, "The upstream API stalled mid-stream and was abandoned. Try again."
-    except aiohttp.ClientError:
-        return client_gone, "The upstream API broke off the stream. Try again."
-    except MalformedStream as exc:
-        log.warning("malformed upstream stream: %s", exc)
-        return client_gone, "The upstream API sent a malformed stream. Try again."
-    return client_gone, None
-
-
-async def _finish(client: web.StreamResponse, failure: str | None) -> bool:
-    """End the client's stream, with an error event when the upstream failed; True if it left."""
-    try:
-        if failure:
-            await client.write(b"event: error\ndata: " + _error_event(failure) + b"\n\n")
-        await client.write_eof()
-    except ConnectionError:
-        return True
-    return False
-
-
-def _error_event(message: str) -> bytes:
-    return orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
 
 
 async def count_tokens(request: web.Request) -> web.Response:
