@@ -23,7 +23,7 @@ from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
 from antex.ledger import Ledger
-from antex.routes import dashboard, messages, models, service, usage
+from antex.routes import chat_completions, dashboard, messages, models, responses, service, usage
 
 log = logging.getLogger("antex")
 
@@ -41,7 +41,7 @@ def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = 
     app.cleanup_ctx.append(key_watcher)
     app.cleanup_ctx.append(upstream_client)
     app.on_response_prepare.append(add_gateway_headers)
-    for module in (messages, models, usage, service, dashboard):
+    for module in (messages, chat_completions, responses, models, usage, service, dashboard):
         module.setup(app)
     return app
 

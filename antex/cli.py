@@ -125,6 +125,11 @@ def keys_create(ctx: click.Context, name: str, plan: str, as_json: bool) -> None
         raise click.ClickException(f"No plan {plan!r}. Plans: {', '.join(cfg.plans)}.")
     if not name.strip() or len(name) > 100:
         raise click.ClickException("The key name must be 1 to 100 characters.")
+    if name.isdigit() or name.startswith("sk_live_") or name != name.strip() or name.endswith((".", "…")):
+        # Keys are named by name, id or visible prefix: a name must not read as an id or a prefix,
+        # nor carry what `keys ... REF` strips from a reference.
+        raise click.ClickException("The key name must not be a number, start with sk_live_, "
+                                   "or start or end with a space or a dot.")
 
     async def create(s: Store) -> tuple[int, str]:
         if await s.find_keys(name):
@@ -174,6 +179,8 @@ def _key_json(row: KeyRow) -> dict:
 def _change_key(ctx: click.Context, ref: str, describe: str, **fields: Any) -> KeyRow:
     async def change(s: Store) -> KeyRow:
         row = _one_key(ref, await s.find_keys(ref))
+        if fields.get("status") != "revoked":
+            _not_revoked(row)
         await s.update_key(row.id, time.time(), **fields)
         return row
 
@@ -199,6 +206,13 @@ def keys_quarantine(ctx: click.Context, key: str, reason: str) -> None:
     _change_key(ctx, key, "quarantined", status="quarantined", status_reason=reason)
 
 
+def _not_revoked(row: KeyRow) -> None:
+    """Revocation is for good: a revoked key is never quarantined (then released) back to life."""
+    if row.status == "revoked":
+        raise click.ClickException(f"Key {row.name!r} is revoked for good: it cannot be quarantined or released. "
+                                   "Create a new key instead.")
+
+
 @keys.command(name="release")
 @click.argument("key")
 @click.pass_context
@@ -207,8 +221,7 @@ def keys_release(ctx: click.Context, key: str) -> None:
 
     async def release(s: Store) -> KeyRow:
         row = _one_key(key, await s.find_keys(key))
-        if row.status == "revoked":
-            raise click.ClickException(f"Key {row.name!r} is revoked; revoked keys cannot be released. Create a new one.")
+        _not_revoked(row)
         await s.update_key(row.id, time.time(), status="active", status_reason=None)
         return row
 
@@ -240,6 +253,9 @@ def keys_set(ctx: click.Context, key: str, plan: str | None, clear: bool, **limi
 
     async def change(s: Store) -> KeyRow:
         row = _one_key(key, await s.find_keys(key))
+        if plan is None and row.plan not in cfg.plans:
+            raise click.ClickException(f"Key {row.name!r} is on plan {row.plan!r}, which the configuration does not "
+                                       f"define; give --plan too. Plans: {', '.join(cfg.plans)}.")
         overrides = ({} if clear else dict(row.limits)) | changes
         fields: dict[str, Any] = {"limits": overrides}
         if plan is not None:

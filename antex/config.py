@@ -307,19 +307,23 @@ def _plan(table: dict[str, Any], label: str, source: str) -> Limits:
 
 
 def _check_aliases(models: dict[str, Model], source: str) -> None:
-    seen: dict[str, str] = {}
+    owner = {model_id: model_id for model_id in models}  # IDs first: the error names the alias
     for model in models.values():
-        for name in (model.id, *model.aliases):
-            if not isinstance(name, str) or not name:
+        for alias in model.aliases:
+            if not isinstance(alias, str) or not alias:
                 raise ConfigError(f'{source}: [models."{model.id}"] aliases: must be non-empty strings')
-            if name in seen and seen[name] != model.id:
-                raise ConfigError(f'{source}: [models."{model.id}"] aliases: "{name}" already names {seen[name]}')
-            seen[name] = model.id
+            other = owner.setdefault(alias, model.id)
+            if other != model.id:
+                what = "the ID" if alias == other else "an alias"
+                raise ConfigError(f'{source}: [models."{model.id}"] aliases: "{alias}" is already {what} '
+                                  f'of [models."{other}"]')
 
 
 def _networks(values: list[Any], source: str) -> tuple:
     networks = []
     for value in values:
+        if not isinstance(value, str):  # ip_network(5) would quietly mean 0.0.0.5/32
+            raise ConfigError(f"{source}: [server] trusted_proxies: {value!r} is not a CIDR such as 10.0.0.0/8")
         try:
             networks.append(ipaddress.ip_network(value, strict=False))
         except (TypeError, ValueError):

@@ -28,12 +28,16 @@ class Usage:
         {"input_tokens": 12, "output_tokens": 30, "cache_creation_input_tokens": 100,
          "cache_read_input_tokens": 2000,
          "cache_creation": {"ephemeral_5m_input_tokens": 60, "ephemeral_1h_input_tokens": 40}}
-        When the cache-write split is missing, every cache write counts as a 5-minute one.
+        When the cache-write split is missing, every cache write counts as a 5-minute one;
+        when only the split is there, its two parts are the cache writes.
         """
         cache_write = _count(usage.get("cache_creation_input_tokens"))
         split = usage.get("cache_creation")
-        write_1h = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
-        write_1h = min(write_1h, cache_write) if cache_write else write_1h
+        split = split if isinstance(split, dict) else {}
+        write_1h = _count(split.get("ephemeral_1h_input_tokens"))
+        if not cache_write:
+            cache_write = _count(split.get("ephemeral_5m_input_tokens")) + write_1h
+        write_1h = min(write_1h, cache_write)
         return cls(
             input_tokens=_count(usage.get("input_tokens")),
             output_tokens=_count(usage.get("output_tokens")),

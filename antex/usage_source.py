@@ -32,7 +32,8 @@ async def local(store: Store, cfg: Config, ref: str | None, now: float) -> list[
 async def _body(store: Store, cfg: Config, row: KeyRow, now: float) -> dict:
     plan = cfg.plans.get(row.plan)
     if plan is None:
-        raise UsageError(f"Key {row.name!r} is on plan {row.plan!r}, which the configuration does not define.")
+        raise UsageError(f"Key {row.name!r} is on plan {row.plan!r}, which the configuration does not define. "
+                         f"Move it to a plan with: antex keys set {row.id} --plan PLAN")
     charges = await store.charges_since(row.id, now - SEVEN_DAYS_S)
     return usage_body(name=row.name, prefix=row.prefix, plan=row.plan, limits=apply_overrides(plan, row.limits),
                       charges=charges, now=now)

@@ -59,7 +59,8 @@ async def test_usage_is_percentages_never_credits(gateway: Gateway) -> None:
     assert five["schedule"] == [{"at": int(charged_at) + 5 * 3600, "used_percent": 0.0}]
     assert b"credit" not in raw
     assert headers["anthropic-ratelimit-unified-5h-utilization"] == "0.4500"
-    # Activity: requests per model as a share of the window.
+    # Activity: requests per model as a share of the window (read from SQLite, once written).
+    await gateway.flush()
     status, _, raw = await get(gateway, "/v1/usage/activity", key)
     activity = orjson.loads(raw)
     assert activity["five_hour"]["by_model"] == [{"model": "claude-sonnet-4-6", "requests": 1, "percent": 45.0}]
