@@ -98,8 +98,9 @@ async def test_count_tokens_is_forwarded_and_not_metered(gateway: Gateway) -> No
 async def test_health_preconnect_and_telemetry_are_cheap(gateway: Gateway) -> None:
     status, _, body = await get(gateway, "/healthz")
     assert status == 200 and orjson.loads(body) == {"status": "ok"}
-    status, _, _ = await get(gateway, "/", method="HEAD")
-    assert status == 200
+    for path in ("/", "/api/hello"):
+        status, _, _ = await get(gateway, path, method="HEAD")
+        assert status == 200
     async with ClientSession() as http:
         async with http.post(gateway.url + "/api/event_logging/batch", json={"events": [1, 2]}) as resp:
             assert resp.status == 200

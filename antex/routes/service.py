@@ -8,6 +8,8 @@ HEALTHY = b'{"status":"ok"}'
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
+    # Claude Code preconnects with HEAD /api/hello on its base URL, often, in bursts.
+    app.router.add_get("/api/hello", healthz)
     # Claude Code posts telemetry batches to its base URL; accept and drop them, never an error storm.
     app.router.add_post("/api/event_logging/batch", discard)
 
