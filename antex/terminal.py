@@ -4,6 +4,7 @@ Colour only when asked (the CLI asks on a TTY); plain text otherwise, so pipes a
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from antex.windows import format_wait
@@ -14,6 +15,11 @@ STATUS_WORDS = {"allowed": "ok", "allowed_warning": "near the limit", "rejected"
 COLOURS = {"allowed": "\x1b[32m", "allowed_warning": "\x1b[33m", "rejected": "\x1b[31m"}
 RESET = "\x1b[0m"
 DIM = "\x1b[2m"
+
+
+def shown_percent(percent: float) -> str:
+    """One decimal, rounded down: a window shows 100.0 only once it is really full."""
+    return f"{math.floor(percent * 10) / 10:.1f}"
 
 
 def bar(percent: float, width: int = BAR_WIDTH) -> str:
@@ -49,7 +55,7 @@ def window_line(name: str, window: dict, now: float, colour: bool) -> str:
     drawn = bar(pct)
     if colour:
         drawn = COLOURS[window["status"]] + drawn + RESET
-    return f"  {TITLES[name]:<7} {drawn} {pct:6.1f}%  {frees_up(window, now)}"
+    return f"  {TITLES[name]:<7} {drawn} {shown_percent(pct):>6}%  {frees_up(window, now)}"
 
 
 def render_usage(body: dict, *, colour: bool = False) -> str:
@@ -80,7 +86,7 @@ def render_table(bodies: list[dict], *, colour: bool = False) -> str:
             drawn = bar(window["used_percent"], 12)
             if colour:
                 drawn = COLOURS[window["status"]] + drawn + RESET
-            cells.append(f"{drawn} {window['used_percent']:5.1f}%")
+            cells.append(f"{drawn} {shown_percent(window['used_percent']):>5}%")
         soonest = _soonest(body)
         key = body["key"]
         lines.append(f"{key['name']:<{name_width}}  {key['prefix'] + '…':<13} {key['plan']:<8} {cells[0]}  {cells[1]}  {soonest}")

@@ -842,3 +842,10 @@ def test_python_m_antex_runs_the_same_cli(live: Live) -> None:
     listed = [orjson.loads(line) for line in live.cli("keys", "list", "--json", module=True).stdout.splitlines()]
     assert all(KEY_PATTERN.fullmatch(k["prefix"] + "x" * 39) for k in listed)
     assert "pro: 2000 credits / 5 h" in live.cli("plans", module=True).stdout
+
+
+@pytest.mark.parametrize("percent, shown", [(99.99, "99.9"), (100.0, "100.0"), (45.0, "45.0"), (0.04, "0.0")])
+def test_terminal_percent_only_shows_full_when_full(percent: float, shown: str) -> None:
+    from antex.terminal import shown_percent
+
+    assert shown_percent(percent) == shown
