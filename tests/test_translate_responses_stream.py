@@ -92,8 +92,10 @@ def test_stream_deltas() -> None:
     assert orjson.loads("".join(event["delta"] for event in arguments)) == {"command": ["ls", "-la"]}
     (arguments_done,) = of_type(events, "response.function_call_arguments.done")
     assert arguments_done["arguments"] == '{"command":["ls","-la"]}'
-    (patch_delta,) = of_type(events, "response.custom_tool_call_input.delta")
-    assert patch_delta["delta"] == PATCH and patch_delta["item_id"] == "ctc_01Test_2"
+    patch_deltas = of_type(events, "response.custom_tool_call_input.delta")
+    assert len(patch_deltas) > 1, "the raw input streams, unwrapped from its JSON"
+    assert "".join(event["delta"] for event in patch_deltas) == PATCH
+    assert {event["item_id"] for event in patch_deltas} == {"ctc_01Test_2"}
     assert of_type(events, "response.custom_tool_call_input.done")[0]["input"] == PATCH
     assert of_type(events, "response.content_part.done")[0]["part"]["text"] == "Adding the file."
 

@@ -75,6 +75,8 @@ class ChatStream(MessageStream):
         return b""
 
     def _message_delta(self) -> bytes:
+        if self._finish_sent:
+            return b""
         self._finish_sent = True
         return self._chunk({}, finish=finish_reason(self.stop_reason))
 

@@ -18,6 +18,7 @@ import orjson
 
 from antex.translate.message_stream import MessageStream
 from antex.translate.outcome import incomplete_reason, responses_usage
+from antex.translate.partial_json import StringFieldReader
 from antex.translate.response_items import (
     custom_input,
     custom_tool_call_item,
@@ -65,6 +66,8 @@ class _OpenItem:
     pieces: list[str] = field(default_factory=list)  # text, thinking or partial JSON
     signature: str = ""
     summary_open: bool = False
+    input_reader: StringFieldReader = field(default_factory=lambda: StringFieldReader("input"))
+    streamed_input: str = ""  # custom tool input sent so far
 
     @property
     def call(self) -> tuple[str, str]:
@@ -137,7 +140,6 @@ class ResponsesStream(MessageStream):
         return function_call_item(item.item_id, *item.call, None)
 
     def _block_delta(self, index: int, delta: dict[str, Any]) -> bytes:
-        """Custom tool input is sent whole at the end: Claude streams it wrapped in JSON."""
         item = self._open.get(index)
         if item is None:
             return b""
@@ -155,6 +157,8 @@ class ResponsesStream(MessageStream):
                                     logprobs=[])
         if item.kind == "function_call":
             return self._item_frame("response.function_call_arguments.delta", item, delta=piece)
+        if item.kind == "custom_tool_call":  # Claude sends it wrapped: {"input": "…"}
+            return self._custom_input_delta(item, item.input_reader.feed(piece))
         if item.kind == "reasoning":
             frames = b""
             if not item.summary_open:
@@ -201,9 +205,17 @@ class ResponsesStream(MessageStream):
 
     def _finish_custom_tool_call(self, item: _OpenItem, text: str) -> tuple[bytes, dict[str, Any]]:
         tool_input = _custom_input_of(text)
-        frames = self._item_frame("response.custom_tool_call_input.delta", item, delta=tool_input)
+        frames = b""  # if the streamed deltas went astray, the done events still carry the truth
+        if tool_input.startswith(item.streamed_input):
+            frames = self._custom_input_delta(item, tool_input[len(item.streamed_input):])
         frames += self._item_frame("response.custom_tool_call_input.done", item, input=tool_input)
         return frames, custom_tool_call_item(item.item_id, *item.call, tool_input)
+
+    def _custom_input_delta(self, item: _OpenItem, text: str) -> bytes:
+        if not text:
+            return b""
+        item.streamed_input += text
+        return self._item_frame("response.custom_tool_call_input.delta", item, delta=text)
 
     def _finish_function_call(self, item: _OpenItem, text: str) -> tuple[bytes, dict[str, Any]]:
         arguments = text or "{}"  # a tool without parameters may stream no JSON at all
