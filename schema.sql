@@ -39,7 +39,7 @@ CREATE TABLE events (
     cache_read_tokens     INTEGER NOT NULL,
     micro_credits         INTEGER NOT NULL,
     request_id            TEXT,                   -- the upstream request-id, when there was one
-    outcome               TEXT NOT NULL           -- complete, client_disconnected, upstream_error
+    outcome               TEXT NOT NULL           -- complete, client_disconnected, upstream_error, interrupted
 );
 CREATE INDEX events_key_ts ON events (key_id, ts);
 
@@ -63,3 +63,18 @@ CREATE TRIGGER keys_updated AFTER UPDATE ON keys
     BEGIN UPDATE meta SET value = value + 1 WHERE name = 'keys_version'; END;
 CREATE TRIGGER keys_deleted AFTER DELETE ON keys
     BEGIN UPDATE meta SET value = value + 1 WHERE name = 'keys_version'; END;
+
+-- migration 2: write-ahead journal
+-- Every admitted request is journaled before it goes upstream and removed, in the same
+-- transaction that writes its credit event, when it settles. Rows left after a crash are
+-- settled at the next start: with the usage already seen, or an estimate marked as such.
+CREATE TABLE inflight (
+    id                  TEXT PRIMARY KEY,
+    key_id              INTEGER NOT NULL REFERENCES keys (id),
+    started_at          REAL NOT NULL,
+    model               TEXT NOT NULL,
+    endpoint            TEXT NOT NULL,
+    estimated_input     INTEGER NOT NULL,   -- input tokens guessed from the request's size
+    usage               TEXT                -- JSON usage from message_start, once seen
+);
+ALTER TABLE events ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;

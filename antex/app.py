@@ -12,12 +12,11 @@ import secrets
 import time
 from typing import AsyncIterator, Callable
 
-import aiohttp
 from aiohttp import web
 
 from antex import store, upstream
 from antex.admission import Admission, ratelimit_headers, window_states
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, RELAYS, REQUEST_ID, STARTED,
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, RELAYS, REQUEST_ID, STARTED, STOPPING,
                            UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
@@ -40,7 +39,9 @@ def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = 
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(key_watcher)
     app.cleanup_ctx.append(upstream_client)
+    app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
     app.on_response_prepare.append(add_gateway_headers)
+    app.on_shutdown.append(stopping)
     for module in (messages, chat_completions, responses, models, usage, service, dashboard):
         module.setup(app)
     return app
@@ -54,24 +55,35 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     app[READER] = store.Store(reader)
     ledger = app[LEDGER] = Ledger(app[READER], store.Store(writer), app[CLOCK])
     app[ADMISSION] = Admission(app[CONFIG], ledger)
-    app[RELAYS] = set()
+    models = app[CONFIG].models
+    await ledger.recover(lambda model_id: models[model_id].rates if model_id in models else None)
     ledger.start()
     yield
-    await finish_relays(app[RELAYS], app[CONFIG].server.shutdown_grace_s)
     await ledger.close()
     await writer.close()
     await reader.close()
 
 
-async def finish_relays(relays: set, grace_s: float) -> None:
-    """Give streams still running at shutdown the grace period, then cut them (each settles itself)."""
-    if not relays:
-        return
-    _, pending = await asyncio.wait(set(relays), timeout=grace_s)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
+async def stopping(app: web.Application) -> None:
+    """A graceful stop began: requests cut from now on are settled as interrupted."""
+    app[STOPPING].set()
+
+
+async def stream_relays(app: web.Application) -> AsyncIterator[None]:
+    """Streams whose client left still run; at a stop they get the grace period, then are cut.
+
+    Each relay settles its own request, so this runs before the upstream client and the
+    ledger close: every stream is charged before the final flush.
+    """
+    relays = app[RELAYS] = set()
+    app[STOPPING] = asyncio.Event()
+    yield
+    if relays:
+        _, pending = await asyncio.wait(set(relays), timeout=app[CONFIG].server.shutdown_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
 
 async def key_watcher(app: web.Application) -> AsyncIterator[None]:

@@ -1,6 +1,7 @@
 """Every object shared on the Application, and every per-request value, declared in one place."""
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
 import aiohttp
@@ -20,6 +21,7 @@ LEDGER = web.AppKey("ledger", Ledger)
 KEYS = web.AppKey("keys", KeyCache)
 ADMISSION = web.AppKey("admission", Admission)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
+STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 
 # Per-request values (request[...]), set by the middleware and the handlers.

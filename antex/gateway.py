@@ -15,8 +15,8 @@ import orjson
 from aiohttp import web
 
 from antex.admission import Ticket, WindowState
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, RELAYS, REQUEST_ID, UPSTREAM_KEY,
-                           UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, RELAYS, REQUEST_ID, STOPPING,
+                           UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, client_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
@@ -111,10 +111,17 @@ class Call:
     endpoint: str
     ticket: Ticket
     windows: tuple[WindowState, WindowState]
+    journal_id: str | None = None
     settled: bool = False
 
+    def meter(self, request: web.Request) -> UsageMeter:
+        """A usage meter whose first usage (message_start) is journaled for crash recovery."""
+        ledger, journal_id = request.app[LEDGER], self.journal_id
+        return UsageMeter(on_start=lambda usage: ledger.usage_seen(journal_id, usage))
 
-async def admit(request: web.Request, key: KeyRecord, *, model_name: str, max_tokens: int, endpoint: str) -> Call:
+
+async def admit(request: web.Request, key: KeyRecord, *, model_name: str, max_tokens: int, endpoint: str,
+                body_bytes: int = 0) -> Call:
     """Every check before upstream, in order; the returned Call holds a concurrency slot."""
     app = request.app
     admission = app[ADMISSION]
@@ -128,7 +135,15 @@ async def admit(request: web.Request, key: KeyRecord, *, model_name: str, max_to
     windows = admission.check_windows(key, state, now)
     request[WINDOWS] = windows
     ticket = admission.check_concurrency(key, state)
-    return Call(key, state, model, endpoint, ticket, windows)
+    call = Call(key, state, model, endpoint, ticket, windows)
+    try:
+        call.journal_id = await app[LEDGER].journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
+    except BaseException as exc:
+        ticket.release()
+        if isinstance(exc, TimeoutError):
+            raise AntexError("api_error", "Antex could not record the request in its ledger in time. Try again.") from None
+        raise
+    return call
 
 
 async def open_upstream(request: web.Request, path: str, body: bytes) -> aiohttp.ClientResponse:
@@ -188,6 +203,8 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
     call.settled = True
     call.ticket.release()
     app = request.app
+    if outcome in ("upstream_error", "client_disconnected") and app[STOPPING].is_set():
+        outcome = "interrupted"  # cut by a stop, not by the upstream or the client
     usage = Usage.from_anthropic(meter.usage) if meter else Usage()
     if outcome == "client_disconnected" and meter and not meter.finished:
         # Cancelled before the final usage: charge at least what was streamed.
@@ -205,7 +222,7 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
         request_id=request.get(REQUEST_ID),
         outcome=outcome,
     )
-    app[LEDGER].charge(call.state, charge)
+    app[LEDGER].charge(call.state, charge, call.journal_id)
 
 
 

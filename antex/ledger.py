@@ -7,13 +7,18 @@ which commits whatever has piled up in one transaction, so write batches grow wi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from antex.credits import Usage
-from antex.store import Store
+import orjson
+
+from antex.config import Rates
+from antex.credits import Usage, micro_credits
+from antex.store import INSERT_INFLIGHT, Store
 from antex.windows import FIVE_HOURS_S, SEVEN_DAYS_S, RollingWindow
 
 log = logging.getLogger("antex.ledger")
@@ -21,6 +26,7 @@ log = logging.getLogger("antex.ledger")
 IP_WINDOW_S = 24 * 3600
 IP_WRITE_EVERY_S = 60  # a known IP's last_seen is persisted at most this often
 WRITE_RETRY_S = 1.0
+JOURNAL_TIMEOUT_S = 10.0  # an admitted request waits at most this long for its journal row
 
 
 @dataclass
@@ -46,13 +52,36 @@ class Charge:
     usage: Usage
     micro_credits: int
     request_id: str | None
-    outcome: str  # complete, client_disconnected, upstream_error
+    outcome: str  # complete, client_disconnected, upstream_error, interrupted
+    estimated: bool = False  # no usage was ever seen: tokens guessed from the request
 
     def row(self) -> tuple:
         u = self.usage
         return (self.key_id, self.ts, self.model, self.endpoint, u.input_tokens, u.output_tokens,
                 u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, self.micro_credits,
-                self.request_id, self.outcome)
+                self.request_id, self.outcome, int(self.estimated))
+
+
+@dataclass
+class Batch:
+    """Writes waiting for the writer, applied in this order in one transaction."""
+
+    journal: list[tuple] = field(default_factory=list)  # inflight rows: requests admitted
+    usage_seen: list[tuple[str, str]] = field(default_factory=list)  # (usage JSON, inflight id)
+    events: list[tuple] = field(default_factory=list)  # settled requests...
+    settled: list[tuple[str]] = field(default_factory=list)  # ...and their inflight ids, removed
+    ips: list[tuple[int, str, float]] = field(default_factory=list)
+    statements: list[tuple[str, tuple]] = field(default_factory=list)
+    waiters: list[asyncio.Future] = field(default_factory=list)  # resolved once committed
+
+    def __bool__(self) -> bool:
+        return bool(self.journal or self.usage_seen or self.events or self.settled or self.ips or self.statements)
+
+    def put_back(self, newer: "Batch") -> "Batch":
+        """This (failed) batch, with what arrived since appended: nothing is dropped."""
+        for name in ("journal", "usage_seen", "events", "settled", "ips", "statements", "waiters"):
+            getattr(self, name).extend(getattr(newer, name))
+        return self
 
 
 class Ledger:
@@ -64,9 +93,9 @@ class Ledger:
         self.clock = clock
         self.states: dict[int, KeyState] = {}
         self._loading: dict[int, asyncio.Future[KeyState]] = {}
-        self._events: list[tuple] = []
-        self._ips: list[tuple[int, str, float]] = []
-        self._statements: list[tuple[str, tuple]] = []
+        self._batch = Batch()
+        self._journal_ids = itertools.count(1)
+        self._boot = f"{int(time.time() * 1000):x}"
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -99,34 +128,75 @@ class Ledger:
     @property
     def unwritten(self) -> int:
         """Settled charges not yet committed to SQLite."""
-        return len(self._events)
+        return len(self._batch.events)
 
     # writing
 
-    def charge(self, state: KeyState, charge: Charge) -> None:
-        """Count a settled request now, and queue it for the writer."""
+    async def journal(self, key_id: int, model: str, endpoint: str, estimated_input: int) -> str:
+        """Record an admitted request before it goes upstream; returns its journal id.
+
+        Waits for the commit (batched with every other write pending), so a crash at any later
+        moment leaves a row that the next start settles.
+        """
+        journal_id = f"{self._boot}-{next(self._journal_ids)}"
+        done = asyncio.get_running_loop().create_future()
+        self._batch.journal.append((journal_id, key_id, self.clock(), model, endpoint, estimated_input))
+        self._batch.waiters.append(done)
+        self._kick()
+        await asyncio.wait_for(asyncio.shield(done), JOURNAL_TIMEOUT_S)
+        return journal_id
+
+    def usage_seen(self, journal_id: str, usage: dict) -> None:
+        """Remember a stream's first usage, so a crash mid-stream still charges what it knew."""
+        self._batch.usage_seen.append((orjson.dumps(usage).decode(), journal_id))
+        self._kick()
+
+    def charge(self, state: KeyState, charge: Charge, journal_id: str | None = None) -> None:
+        """Count a settled request now, and queue it (and its journal row's removal) for the writer."""
         if charge.micro_credits > 0:
             state.five_hour.add(charge.ts, charge.micro_credits)
             state.seven_day.add(charge.ts, charge.micro_credits)
             state.version += 1
-        self._events.append(charge.row())
+        self._batch.events.append(charge.row())
+        if journal_id is not None:
+            self._batch.settled.append((journal_id,))
         self._kick()
 
     def seen_ip(self, key_id: int, state: KeyState, ip: str, now: float) -> None:
         previous = state.ips.get(ip)
         state.ips[ip] = now
         if previous is None or now - previous >= IP_WRITE_EVERY_S:
-            self._ips.append((key_id, ip, now))
+            self._batch.ips.append((key_id, ip, now))
             self._kick()
 
     def execute(self, sql: str, params: tuple) -> None:
         """Queue any other write (e.g. an automatic quarantine) behind the pending ones."""
-        self._statements.append((sql, params))
+        self._batch.statements.append((sql, params))
         self._kick()
 
     def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
+
+    async def recover(self, rates_of: Callable[[str], Rates | None]) -> int:
+        """Settle the requests a crash left open; returns how many. Run before serving."""
+        rows = await self.reader.inflight()
+        if not rows:
+            return 0
+        now = self.clock()
+        for journal_id, key_id, model, endpoint, estimated_input, usage_json in rows:
+            seen = orjson.loads(usage_json) if usage_json else None
+            usage = Usage.from_anthropic(seen) if seen else Usage(input_tokens=estimated_input)
+            rates = rates_of(model)
+            self._batch.events.append(Charge(
+                key_id=key_id, ts=now, model=model, endpoint=endpoint, usage=usage,
+                micro_credits=micro_credits(usage, rates) if rates else 0, request_id=None,
+                outcome="interrupted", estimated=seen is None).row())
+            self._batch.settled.append((journal_id,))
+        log.warning("settled %d requests left open by an earlier stop", len(rows))
+        batch, self._batch = self._batch, Batch()
+        await self._commit(batch)
+        return len(rows)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="antex-ledger-writer")
@@ -135,31 +205,39 @@ class Ledger:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            events, ips, statements = self._events, self._ips, self._statements
-            self._events, self._ips, self._statements = [], [], []
+            batch, self._batch = self._batch, Batch()
             try:
-                await self._commit(events, ips, statements)
+                await self._commit(batch)
             except asyncio.CancelledError:
-                self._events[:0], self._ips[:0], self._statements[:0] = events, ips, statements
+                self._batch = batch.put_back(self._batch)
                 raise
             except Exception:
-                log.exception("writing %d credit events failed; retrying in %.0fs", len(events), WRITE_RETRY_S)
-                self._events[:0], self._ips[:0], self._statements[:0] = events, ips, statements
+                log.exception("writing %d credit events failed; retrying in %.0fs", len(batch.events), WRITE_RETRY_S)
+                self._batch = batch.put_back(self._batch)
                 await asyncio.sleep(WRITE_RETRY_S)
                 self._wake.set()
                 continue
-            if not (self._events or self._ips or self._statements):
+            for waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            if not self._batch:
                 self._idle.set()
 
-    async def _commit(self, events: list[tuple], ips: list[tuple], statements: list[tuple]) -> None:
+    async def _commit(self, batch: Batch) -> None:
         conn = self.writer.conn
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            if events:
-                await self.writer.insert_events(events)
-            if ips:
-                await self.writer.upsert_ips(ips)
-            for sql, params in statements:
+            if batch.journal:
+                await conn.executemany(INSERT_INFLIGHT, batch.journal)
+            if batch.usage_seen:
+                await conn.executemany("UPDATE inflight SET usage = ? WHERE id = ?", batch.usage_seen)
+            if batch.events:
+                await self.writer.insert_events(batch.events)
+            if batch.settled:
+                await conn.executemany("DELETE FROM inflight WHERE id = ?", batch.settled)
+            if batch.ips:
+                await self.writer.upsert_ips(batch.ips)
+            for sql, params in batch.statements:
                 await conn.execute(sql, params)
             await conn.execute("COMMIT")
         except BaseException:
@@ -167,7 +245,7 @@ class Ledger:
             raise
 
     async def flush(self) -> None:
-        """Wait until every charge handed in so far is committed."""
+        """Wait until every write handed in so far is committed."""
         await self._idle.wait()
 
     async def close(self) -> None:

@@ -48,8 +48,8 @@ class PassThrough:
 
     __slots__ = ("meter", "_reader")
 
-    def __init__(self) -> None:
-        self.meter = UsageMeter()
+    def __init__(self, meter: UsageMeter) -> None:
+        self.meter = meter
         self._reader = SSEReader()
 
     def translate(self, chunk: bytes) -> bytes:
@@ -73,8 +73,8 @@ class Translated:
 
     __slots__ = ("meter", "_reader", "_stream")
 
-    def __init__(self, stream) -> None:
-        self.meter = UsageMeter()
+    def __init__(self, meter: UsageMeter, stream) -> None:
+        self.meter = meter
         self._reader = SSEReader()
         self._stream = stream  # translate.chat_stream.ChatStream or translate.responses_stream.ResponsesStream
 

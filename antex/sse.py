@@ -10,7 +10,7 @@ looks like:
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Callable, Iterator
 
 import orjson
 
@@ -73,9 +73,10 @@ class UsageMeter:
     """Usage of an Anthropic response: `message_start` usage, then each `message_delta` usage
     overwriting it field by field (the delta's counts are cumulative, never summed)."""
 
-    __slots__ = ("usage", "request_model", "stop_reason", "error", "finished", "message_id", "streamed_chars")
+    __slots__ = ("usage", "stop_reason", "error", "finished", "message_id", "streamed_chars", "on_start")
 
-    def __init__(self) -> None:
+    def __init__(self, on_start: Callable[[dict], None] | None = None) -> None:
+        self.on_start = on_start  # called once with message_start's usage
         self.usage: dict = {}
         self.stop_reason: str | None = None
         self.error: dict | None = None
@@ -107,6 +108,8 @@ class UsageMeter:
             if isinstance(message, dict):
                 self.message_id = message.get("id")
                 self._merge(message.get("usage"))
+                if self.on_start is not None and self.usage:
+                    self.on_start(dict(self.usage))
         elif event == "message_delta":
             self._merge(payload.get("usage"))
             delta = payload.get("delta")

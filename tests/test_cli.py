@@ -14,8 +14,6 @@ import os
 import pty
 import re
 import select
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from antex.credits import MICRO, Usage, micro_credits, to_micro
 from antex.ledger import Charge
 from antex.terminal import bar, render_table, render_usage
 from tests.conftest import ROOT, Gateway
+from tests.processes import clean_env, free_port, stop, wait_for
 from tests.fake_anthropic import DEFAULT_API_KEY
 
 KEY_PATTERN = re.compile(r"sk_live_[A-Za-z0-9]{43}")
@@ -653,41 +652,6 @@ def test_every_command_documents_itself() -> None:
 
 
 # real processes: the CLI beside a running `antex serve`
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANTEX_", "ANTHROPIC_", "OPENAI_")) and k != "NO_COLOR"}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env | extra
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, a bounded wait, then SIGKILL: no process outlives its test."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(log: Path, proc: subprocess.Popen, pattern: str, timeout_s: float = 15) -> re.Match:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(pattern, log.read_text(errors="replace"))
-        if found:
-            return found
-        assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text(errors='replace')}"
-        time.sleep(0.02)
-    raise AssertionError(f"no {pattern!r} within {timeout_s} s:\n{log.read_text(errors='replace')}")
 
 
 def http(method: str, url: str, key: str | None = None, body: dict | None = None) -> tuple[int, dict]:

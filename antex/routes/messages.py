@@ -40,7 +40,8 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     raw = await gateway.read_body(request)
     body = gateway.parse_object(raw)
     model_name, max_tokens, stream = validate(body)
-    call = await gateway.admit(request, key, model_name=model_name, max_tokens=max_tokens, endpoint=MESSAGES)
+    call = await gateway.admit(request, key, model_name=model_name, max_tokens=max_tokens, endpoint=MESSAGES,
+                               body_bytes=len(raw))
     try:
         raw = gateway.with_upstream_model(raw, body, call.model)
         response = await gateway.open_upstream(request, MESSAGES, raw)
@@ -48,7 +49,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         gateway.settle(request, call, None, "upstream_error")
         raise
     if stream and response.status == 200 and _is_event_stream(response):
-        relay = relay_stream(request, response, call, PassThrough(), upstream.response_headers(response.headers))
+        relay = relay_stream(request, response, call, PassThrough(call.meter(request)), upstream.response_headers(response.headers))
         return await gateway.survive_disconnect(request, relay)
     meter = UsageMeter()
     outcome = "upstream_error"

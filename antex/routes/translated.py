@@ -41,7 +41,8 @@ class Door:
 
 async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     key = gateway.authenticate(request)
-    body = gateway.parse_object(await gateway.read_body(request))
+    raw = await gateway.read_body(request)
+    body = gateway.parse_object(raw)
     model_name = gateway.field(body, "model", str, what="a string naming a model")
     admission = request.app[ADMISSION]
     admission.check_key(key)
@@ -54,7 +55,7 @@ async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     anthropic["model"] = gateway.upstream_model_name(model_name, model)
     stream = anthropic.get("stream") is True
     call = await gateway.admit(request, key, model_name=model_name, max_tokens=anthropic["max_tokens"],
-                               endpoint=door.endpoint)
+                               endpoint=door.endpoint, body_bytes=len(raw))
     try:
         response = await gateway.open_upstream(request, MESSAGES, orjson.dumps(anthropic))
     except BaseException:
@@ -64,7 +65,7 @@ async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     if response.status != 200:
         return await _upstream_error(request, call, response)
     if stream:
-        relay = Translated(door.new_stream(body, model_name, created))
+        relay = Translated(call.meter(request), door.new_stream(body, model_name, created))
         return await gateway.survive_disconnect(request, relay_stream(request, response, call, relay, SSE_HEADERS))
     return await _whole(request, call, response, door, body, model_name, created, model)
 
