@@ -14,7 +14,7 @@ from antex.config import Config, Model
 from antex.credits import to_micro
 from antex.errors import AntexError
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger
-from antex.windows import WINDOWS, available_at, format_wait, leaves_at, status_for
+from antex.windows import WINDOWS, available_at, format_wait, leaves_at, percent, status_for
 
 SHOULD_NOT_RETRY_AFTER_S = 60
 WINDOW_TITLES = {"5h": "5-hour", "7d": "weekly (7-day)"}
@@ -56,6 +56,17 @@ def ratelimit_headers(windows: tuple[WindowState, ...], now: float) -> dict[str,
         headers[f"anthropic-ratelimit-unified-{window.short}-status"] = window.status
         worst = max(worst, window.status, key=("allowed", "allowed_warning", "rejected").index)
     headers["anthropic-ratelimit-unified-status"] = worst
+    return headers
+
+
+def codex_headers(windows: tuple[WindowState, ...], now: float) -> dict[str, str]:
+    """The same two windows as Codex CLI reads them: 5 h primary, 7 d secondary, in percent."""
+    headers = {}
+    for window, name in zip(windows, ("primary", "secondary")):
+        reset = window.resets_at if window.resets_at is not None else math.ceil(now + window.window_s)
+        headers[f"x-codex-{name}-used-percent"] = f"{percent(window.used, window.limit):g}"
+        headers[f"x-codex-{name}-window-minutes"] = str(window.window_s // 60)
+        headers[f"x-codex-{name}-reset-at"] = str(reset)
     return headers
 
 

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from antex import store, upstream
-from antex.admission import Admission, ratelimit_headers, window_states
+from antex.admission import Admission, codex_headers, ratelimit_headers, window_states
 from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, RELAYS, REQUEST_ID, STARTED, STOPPING,
                            UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
@@ -27,6 +27,7 @@ from antex.routes import chat_completions, dashboard, messages, models, response
 log = logging.getLogger("antex")
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
+RESPONSES_PATH = "/v1/responses"
 
 
 def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = time.time) -> web.Application:
@@ -156,11 +157,14 @@ async def add_gateway_headers(request: web.Request, response: web.StreamResponse
     if not request.path.startswith("/v1/"):
         return
     key = request.get(KEY)
-    if key is not None and "anthropic-ratelimit-unified-status" not in response.headers:
+    if key is not None:
         windows = request.get(WINDOWS) or await _windows_now(request.app, key)
         if windows:
             now = request.app[CLOCK]()
-            for name, value in ratelimit_headers(windows, now).items():
+            headers = ratelimit_headers(windows, now)
+            if request.path == RESPONSES_PATH:  # Codex draws its own usage bars from these
+                headers.update(codex_headers(windows, now))
+            for name, value in headers.items():
                 response.headers.setdefault(name, value)
     started = request.get(STARTED)
     if started is not None:

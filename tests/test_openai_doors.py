@@ -188,3 +188,17 @@ async def test_translated_requests_count_like_messages(gateway: Gateway) -> None
         await oa.responses.create(model="claude-sonnet-4-6", input="x")
     credits = {e["endpoint"]: e["micro_credits"] for e in await events_of(gateway)}
     assert len(set(credits.values())) == 1 and len(credits) == 3
+
+
+async def test_responses_carry_codex_usage_headers(gateway: Gateway) -> None:
+    key = await gateway.create_key("alice", credits_5h=10.0, credits_7d=100.0)
+    gateway.fake.queue(text_reply("ok", input_tokens=10000, output_tokens=1000))  # 4.5 credits
+    async with client(gateway, key) as oa:
+        await oa.responses.create(model="claude-sonnet-4-6", input="x")
+        raw = await oa.responses.with_raw_response.create(model="claude-sonnet-4-6", input="x")
+    headers = raw.headers
+    assert headers["x-codex-primary-used-percent"] == "45"
+    assert headers["x-codex-primary-window-minutes"] == "300"
+    assert headers["x-codex-secondary-used-percent"] == "4.5"
+    assert headers["x-codex-secondary-window-minutes"] == "10080"
+    assert int(headers["x-codex-primary-reset-at"]) == int(gateway.clock()) + 5 * 3600
