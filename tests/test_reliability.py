@@ -177,3 +177,58 @@ async def test_sigterm_cuts_streams_past_the_grace_period_and_settles_them(serve
     assert b"event: message_stop" not in body
     assert server.rows("SELECT outcome, input_tokens FROM events") == [("interrupted", 55)]
     assert server.rows("SELECT COUNT(*) FROM inflight") == [(0,)]
+
+
+async def test_two_requests_racing_on_the_last_percent_are_both_charged(make_gateway) -> None:
+    """Admission is decided before the cost is known: both racers get in, both are charged in
+    full, and the window then refuses until enough ages out."""
+    gateway = await make_gateway()
+    key = await gateway.create_key("alice", credits_5h=1.0)
+    gateway.fake.queue(text_reply("fill", input_tokens=3300, output_tokens=0))  # 0.99 credits: 99 %
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+            assert resp.status == 200
+            assert resp.headers["anthropic-ratelimit-unified-5h-status"] == "allowed"
+        gateway.fake.queue(text_reply("a", input_tokens=1000, output_tokens=0, delay_s=0.2),
+                           text_reply("b", input_tokens=1000, output_tokens=0, delay_s=0.2))
+
+        async def racer() -> int:
+            async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+                return resp.status
+
+        assert await asyncio.gather(racer(), racer()) == [200, 200]
+        async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+            assert resp.status == 429
+        async with http.get(gateway.url + "/v1/usage", headers={"x-api-key": key}) as resp:
+            assert (await resp.json())["five_hour"]["used_percent"] == 159.0
+
+
+async def test_cli_writes_while_the_server_writes_never_lock(served, fake: FakeAnthropic) -> None:
+    server = served()
+    await server.start()
+    key = await insert_key(str(server.database), "busy", "max", {"max_concurrent": 0})
+    await asyncio.sleep(0.4)
+
+    async def traffic() -> list[int]:
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for _ in range(40):
+                async with http.post(server.url + "/v1/messages", json=sample_body(),
+                                     headers={"x-api-key": key}) as resp:
+                    statuses.append(resp.status)
+        return statuses
+
+    async def cli(index: int) -> subprocess.CompletedProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "antex.py", "--config", str(server.config), "keys", "create", f"k{index}", "--plan", "pro",
+            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode, err.decode()
+
+    results = await asyncio.gather(*(traffic() for _ in range(4)), *(cli(i) for i in range(6)))
+    assert all(status == 200 for statuses in results[:4] for status in statuses)
+    for code, err in results[4:]:
+        assert code == 0 and "locked" not in err, err
+    stop(server.proc)
+    assert "database is locked" not in server.log.read_text()
+    assert server.rows("SELECT COUNT(*) FROM events") == [(160,)]
