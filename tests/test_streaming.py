@@ -165,3 +165,59 @@ async def test_non_streaming_gzip_body_is_decoded_for_the_client(gateway: Gatewa
     assert body["content"][0]["text"] == "zipped"
     (event,) = await events_of(gateway)
     assert event["output_tokens"] == 2
+
+
+async def test_upstream_tls_and_dns_failures_are_clear_5xx(make_gateway: GatewayFactory, fake_upstream) -> None:
+    # TLS to a plain-HTTP server fails the handshake; a .invalid host never resolves.
+    tls = await make_gateway(upstream={"base_url": fake_upstream.url.replace("http://", "https://")})
+    for gateway in (tls, await make_gateway(upstream={"base_url": "http://antex-test.invalid", "connect_timeout_s": 3})):
+        key = await gateway.create_key(f"k{id(gateway)}")
+        async with ClientSession() as http:
+            async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+                body = await resp.json()
+                assert resp.status in (502, 504)
+                assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    # Both gateways share one database file.
+    assert [(e["outcome"], e["micro_credits"]) for e in await events_of(tls)] == [("upstream_error", 0)] * 2
+
+
+async def test_non_streaming_stall_and_cut_are_clear_5xx(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(upstream={"idle_timeout_s": 0.5})
+    key = await gateway.create_key("alice")
+    gateway.fake.queue(text_reply(TEXT, stall_after=1), text_reply(TEXT, cut_after=1))
+    expected = [504, 502]
+    for status in expected:
+        async with ClientSession() as http:
+            async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+                assert resp.status == status
+                assert (await resp.json())["error"]["type"] == "api_error"
+    assert [e["outcome"] for e in await events_of(gateway)] == ["upstream_error", "upstream_error"]
+    gateway.fake.queue(text_reply("healthy"))
+    async with ClientSession() as http:
+        async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+            assert resp.status == 200
+
+
+async def test_translated_stream_faults_end_in_the_openai_shape(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(upstream={"idle_timeout_s": 0.5})
+    key = await gateway.create_key("alice")
+    faults = [dict(stall_after=3), dict(cut_after=3), dict(malformed=True), dict(error_event_after=3)]
+    for fault in faults:
+        gateway.fake.queue(text_reply(TEXT, events=4, input_tokens=9, **fault))
+        async with ClientSession() as http:
+            async with http.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                                 json={"model": "claude-sonnet-4-6", "stream": True,
+                                       "messages": [{"role": "user", "content": "x"}]}) as resp:
+                assert resp.status == 200
+                body = await resp.read()
+        last = orjson.loads(body.rstrip().split(b"\n\n")[-1].removeprefix(b"data: "))
+        assert set(last) == {"error"} and last["error"]["message"], fault
+    for fault in faults:
+        gateway.fake.queue(text_reply(TEXT, events=4, **fault))
+        async with ClientSession() as http:
+            async with http.post(gateway.url + "/v1/responses", headers={"authorization": f"Bearer {key}"},
+                                 json={"model": "claude-sonnet-4-6", "stream": True, "input": "x"}) as resp:
+                body = await resp.read()
+        assert b"event: response.failed" in body.split(b"\n\n")[-2], fault
+    outcomes = [e["outcome"] for e in await events_of(gateway)]
+    assert outcomes == ["upstream_error"] * 8
