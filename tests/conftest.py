@@ -3,6 +3,7 @@ app on a real listening port, and keys created the way the CLI creates them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -103,6 +104,23 @@ class Gateway:
     async def flush(self) -> None:
         """Wait until every settled charge is in SQLite."""
         await self.app[LEDGER].flush()
+
+    async def events(self) -> list[dict]:
+        """Every credit event in the database, oldest first, once the ledger has written them."""
+        await self.flush()
+        conn = await store.connect(self.database)
+        try:
+            return [event async for event in store.Store(conn).iter_events(None, None)]
+        finally:
+            await conn.close()
+
+    async def wait_for_events(self, count: int, timeout_s: float = 5.0) -> list[dict]:
+        """The events once `count` exist (a stream may settle after its client has gone)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(events := await self.events()) < count:
+            assert asyncio.get_running_loop().time() < deadline, f"{len(events)} of {count} events"
+            await asyncio.sleep(0.05)
+        return events
 
     @property
     def database(self) -> str:

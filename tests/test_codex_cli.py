@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from antex import store
 from tests.conftest import ROOT, Gateway
 from tests.fake_replies import Reply, text_reply, tool_use_reply
 
@@ -94,14 +93,6 @@ async def run_codex(prompt: str, *, workdir: Path, home: Path, key: str) -> tupl
     return proc.returncode, out.decode(), err.decode()
 
 
-async def events_of(gateway: Gateway) -> list[dict]:
-    await gateway.flush()
-    conn = await store.connect(gateway.database)
-    try:
-        return [event async for event in store.Store(conn).iter_events(None, None)]
-    finally:
-        await conn.close()
-
 
 def tool_results(request_json: dict) -> dict[str, object]:
     """tool_use_id -> content of every tool_result in an Anthropic request."""
@@ -156,6 +147,6 @@ async def test_codex_reads_and_patches_a_file(gateway: Gateway, tmp_path: Path) 
     patch_call = third["messages"][-2]["content"][-1]
     assert patch_call == {"type": "tool_use", "id": "toolu_01patch", "name": "apply_patch", "input": {"input": PATCH}}
 
-    events = await events_of(gateway)
+    events = await gateway.events()
     assert [(e["endpoint"], e["model"], e["input_tokens"], e["output_tokens"]) for e in events] == [
         ("/v1/responses", MODEL, 3000, 40), ("/v1/responses", MODEL, 3100, 60), ("/v1/responses", MODEL, 3200, 9)]

@@ -25,7 +25,7 @@ async def test_sdk_text_message_is_metered(gateway: Gateway) -> None:
     assert message.content[0].text == "Bonjour."
     assert message.usage.input_tokens == 1000
     await gateway.flush()
-    rows = await _events(gateway)
+    rows = await gateway.events()
     # sonnet: 1000 x 300 + 200 x 1500 micro-credits
     assert [
         (r["model"], r["input_tokens"], r["output_tokens"], r["micro_credits"], r["outcome"])
@@ -75,7 +75,7 @@ async def test_sdk_streaming_text_and_usage(gateway: Gateway) -> None:
     assert text == "streamed words here"
     assert final.usage.output_tokens == 7
     await gateway.flush()
-    (row,) = await _events(gateway)
+    (row,) = await gateway.events()
     assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (50, 7, 100)
     assert row["micro_credits"] == 50 * 300 + 7 * 1500 + 100 * 30
 
@@ -114,7 +114,7 @@ async def test_alias_is_rewritten_dated_id_is_not(gateway: Gateway) -> None:
     sent = [r.json["model"] for r in gateway.fake.requests]
     assert sent == ["claude-sonnet-4-6", "claude-haiku-4-5-20251001", "claude-opus-4-6"]
     await gateway.flush()
-    assert [r["model"] for r in await _events(gateway)] == [
+    assert [r["model"] for r in await gateway.events()] == [
         "claude-sonnet-4-6",
         "claude-haiku-4-5",
         "claude-opus-4-6",
@@ -132,15 +132,6 @@ async def test_upstream_error_status_and_body_pass_through(gateway: Gateway) -> 
     assert caught.value.status_code == 529
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
-
-async def _events(gateway: Gateway) -> list[dict]:
-    from antex import store
-
-    conn = await store.connect(gateway.database)
-    try:
-        return [e async for e in store.Store(conn).iter_events(None, None)]
-    finally:
-        await conn.close()
 
 
 def test_orjson_available() -> None:

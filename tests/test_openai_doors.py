@@ -6,7 +6,6 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 
-from antex import store
 from tests.conftest import Gateway
 from tests.fake_replies import error_reply, text_reply, tool_use_reply
 
@@ -19,14 +18,6 @@ PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAA
 def client(gateway: Gateway, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
 
-
-async def events_of(gateway: Gateway) -> list[dict]:
-    await gateway.flush()
-    conn = await store.connect(gateway.database)
-    try:
-        return [e async for e in store.Store(conn).iter_events(None, None)]
-    finally:
-        await conn.close()
 
 
 async def test_chat_plain(gateway: Gateway) -> None:
@@ -43,7 +34,7 @@ async def test_chat_plain(gateway: Gateway) -> None:
     assert sent["system"] in ("Be brief.", [{"type": "text", "text": "Be brief."}])
     assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hello"}]}] or \
         sent["messages"] == [{"role": "user", "content": "hello"}]
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert (event["endpoint"], event["input_tokens"], event["output_tokens"], event["cache_read_tokens"]) == (
         "/v1/chat/completions", 40, 5, 10)
 
@@ -114,7 +105,7 @@ async def test_chat_upstream_error_mid_stream_raises_in_the_sdk(gateway: Gateway
         with pytest.raises(openai.APIError):
             async for _ in stream:
                 pass
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert event["outcome"] == "upstream_error"
 
 
@@ -156,7 +147,7 @@ async def test_responses_plain_and_streamed(gateway: Gateway) -> None:
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Streamed answer."
     completed = events[-1].response
     assert isinstance(completed.id, str) and completed.usage.total_tokens == 35
-    assert [e["endpoint"] for e in await events_of(gateway)] == ["/v1/responses", "/v1/responses"]
+    assert [e["endpoint"] for e in await gateway.events()] == ["/v1/responses", "/v1/responses"]
 
 
 async def test_responses_function_tools(gateway: Gateway) -> None:
@@ -186,7 +177,7 @@ async def test_translated_requests_count_like_messages(gateway: Gateway) -> None
     async with client(gateway, key) as oa:
         await oa.chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
         await oa.responses.create(model="claude-sonnet-4-6", input="x")
-    credits = {e["endpoint"]: e["micro_credits"] for e in await events_of(gateway)}
+    credits = {e["endpoint"]: e["micro_credits"] for e in await gateway.events()}
     assert len(set(credits.values())) == 1 and len(credits) == 3
 
 

@@ -1,26 +1,16 @@
 """Streams stay streams: events pass as they arrive, faults end cleanly, every request is charged."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
 from aiohttp import ClientSession
 
-from antex import store
 from tests.conftest import Gateway, GatewayFactory, sample_body
 from tests.fake_replies import error_reply, text_reply
 
 TEXT = "one two three four five six seven eight"
 
-
-async def events_of(gateway: Gateway) -> list[dict]:
-    await gateway.flush()
-    conn = await store.connect(gateway.database)
-    try:
-        return [e async for e in store.Store(conn).iter_events(None, None)]
-    finally:
-        await conn.close()
 
 
 async def stream_raw(gateway: Gateway, key: str) -> tuple[int, bytes]:
@@ -65,7 +55,7 @@ async def test_error_event_mid_stream_passes_through_and_charges_what_was_used(g
     status, body = await stream_raw(gateway, key)
     assert status == 200
     assert b"event: error" in body and b"overloaded_error" in body
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert event["outcome"] == "upstream_error"
     assert event["input_tokens"] == 100  # from message_start
 
@@ -80,7 +70,7 @@ async def test_stalled_stream_ends_with_an_error_event(make_gateway: GatewayFact
     last = body.rstrip().split(b"\n\n")[-1]
     assert last.startswith(b"event: error\ndata: ")
     assert b"stalled" in last
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert (event["outcome"], event["input_tokens"]) == ("upstream_error", 70)
 
 
@@ -90,7 +80,7 @@ async def test_cut_stream_ends_with_an_error_event(gateway: Gateway) -> None:
     status, body = await stream_raw(gateway, key)
     assert status == 200
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: error\n")
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert event["outcome"] == "upstream_error"
 
 
@@ -100,7 +90,7 @@ async def test_malformed_stream_is_answered_cleanly(gateway: Gateway) -> None:
     status, body = await stream_raw(gateway, key)
     assert status == 200
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: error\n")
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert event["outcome"] == "upstream_error"
     # The server is unharmed.
     gateway.fake.queue(text_reply("fine"))
@@ -113,7 +103,7 @@ async def test_upstream_529_before_the_stream_keeps_status_and_body(gateway: Gat
     status, body = await stream_raw(gateway, key)
     assert status == 529
     assert orjson.loads(body)["error"]["type"] == "overloaded_error"
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert (event["outcome"], event["micro_credits"]) == ("upstream_error", 0)
 
 
@@ -129,11 +119,7 @@ async def test_client_gone_finish_mode_charges_the_final_usage(gateway: Gateway)
     key = await gateway.create_key("alice")
     gateway.fake.queue(text_reply(TEXT, events=6, delay_s=0.1, input_tokens=300, output_tokens=80))
     await disconnect_midway(gateway, key)
-    for _ in range(50):
-        if await events_of(gateway):
-            break
-        await asyncio.sleep(0.1)
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.wait_for_events(1)
     assert event["outcome"] == "client_disconnected"
     assert (event["input_tokens"], event["output_tokens"]) == (300, 80)  # read to the end upstream
     assert gateway.fake.disconnects == 0
@@ -145,11 +131,7 @@ async def test_client_gone_cancel_mode_charges_what_was_streamed(make_gateway: G
     gateway.fake.queue(text_reply(TEXT * 4, events=20, delay_s=0.1, input_tokens=300, output_tokens=500))
     await disconnect_midway(gateway, key)
     await gateway.fake.wait_for_disconnects(1, timeout_s=5)
-    for _ in range(50):
-        if await events_of(gateway):
-            break
-        await asyncio.sleep(0.1)
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.wait_for_events(1)
     assert event["outcome"] == "client_disconnected"
     assert event["input_tokens"] == 300
     assert 1 <= event["output_tokens"] < 500  # an estimate of what was streamed, not the full answer
@@ -163,7 +145,7 @@ async def test_non_streaming_gzip_body_is_decoded_for_the_client(gateway: Gatewa
             assert "content-encoding" not in resp.headers
             body = orjson.loads(await resp.read())
     assert body["content"][0]["text"] == "zipped"
-    (event,) = await events_of(gateway)
+    (event,) = await gateway.events()
     assert event["output_tokens"] == 2
 
 
@@ -178,7 +160,7 @@ async def test_upstream_tls_and_dns_failures_are_clear_5xx(make_gateway: Gateway
                 assert resp.status in (502, 504)
                 assert body["type"] == "error" and body["error"]["type"] == "api_error"
     # Both gateways share one database file.
-    assert [(e["outcome"], e["micro_credits"]) for e in await events_of(tls)] == [("upstream_error", 0)] * 2
+    assert [(e["outcome"], e["micro_credits"]) for e in await tls.events()] == [("upstream_error", 0)] * 2
 
 
 async def test_non_streaming_stall_and_cut_are_clear_5xx(make_gateway: GatewayFactory) -> None:
@@ -191,7 +173,7 @@ async def test_non_streaming_stall_and_cut_are_clear_5xx(make_gateway: GatewayFa
             async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
                 assert resp.status == status
                 assert (await resp.json())["error"]["type"] == "api_error"
-    assert [e["outcome"] for e in await events_of(gateway)] == ["upstream_error", "upstream_error"]
+    assert [e["outcome"] for e in await gateway.events()] == ["upstream_error", "upstream_error"]
     gateway.fake.queue(text_reply("healthy"))
     async with ClientSession() as http:
         async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
@@ -219,5 +201,5 @@ async def test_translated_stream_faults_end_in_the_openai_shape(make_gateway: Ga
                                  json={"model": "claude-sonnet-4-6", "stream": True, "input": "x"}) as resp:
                 body = await resp.read()
         assert b"event: response.failed" in body.split(b"\n\n")[-2], fault
-    outcomes = [e["outcome"] for e in await events_of(gateway)]
+    outcomes = [e["outcome"] for e in await gateway.events()]
     assert outcomes == ["upstream_error"] * 8
