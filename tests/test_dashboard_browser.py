@@ -5,15 +5,22 @@ tests never skip: without /usr/bin/chromium they fail, with the way to install i
 """
 from __future__ import annotations
 
+import json
 import math
+import re
+import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Request, Response, async_playwright
 
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "antex" / "static"
+MODULES = sorted(path.name for path in STATIC.glob("*.js"))  # every module the package ships
+README_ORIGIN = "https://antex.example.com"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -54,7 +61,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def open_page(browser: Browser, *, width: int = 1280) -> tuple[Page, list[str]]:
-    """A fresh page (own storage) in UTC and en-GB, and the list its console errors land in."""
+    """A fresh page (own storage) in UTC and en-GB, and the list its console errors, failed
+    requests and HTTP error responses land in."""
     context = await browser.new_context(viewport={"width": width, "height": 900}, locale="en-GB",
                                         timezone_id="UTC", color_scheme="light")
     page = await context.new_page()
@@ -64,9 +72,60 @@ async def open_page(browser: Browser, *, width: int = 1280) -> tuple[Page, list[
         if message.type == "error":
             errors.append(message.text)
 
+    def on_response(response: Response) -> None:
+        if response.status >= 400:
+            errors.append(f"HTTP {response.status}: {response.url}")
+
+    def on_request_failed(request: Request) -> None:
+        errors.append(f"failed: {request.url} ({request.failure})")
+
     page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    page.on("response", on_response)
+    page.on("requestfailed", on_request_failed)
     return page, errors
+
+
+def readme_block(section: str, language: str) -> str:
+    """The first fenced block of `language` under README.md's `### {section}` heading."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = readme.split(f"\n### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    match = re.search(rf"```{language}\n(.*?)```", body, re.S)
+    assert match, f"no {language} block under {section} in README.md"
+    return match.group(1)
+
+
+async def model_names(url: str, key: str) -> dict[str, str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/v1/models", headers={"x-api-key": key}) as response:
+            assert response.status == 200, await response.text()
+            return {m["id"]: m["display_name"] for m in (await response.json())["data"]}
+
+
+async def check_tool_snippets(page: Page, url: str, key: str) -> None:
+    """The Codex CLI and OpenCode set-ups are README.md's, with this gateway's URL and models."""
+    snippets = " ".join(await page.locator("#tool-panels pre").all_text_contents())
+    assert f"ANTHROPIC_BASE_URL={url}" in snippets
+    assert key not in snippets and key[:12] in snippets
+    for tool in ("codex", "opencode", "curl"):
+        await page.click(f"#tab-{tool}")
+        assert await page.locator(f"#panel-{tool}").is_visible()
+
+    codex_config, codex_catalog, codex_shell = await page.locator("#panel-codex pre").all_text_contents()
+    assert 'model_catalog_json = "~/.codex/antex-models.json"' in codex_config
+    assert 'wire_api = "responses"' in codex_config and f'base_url = "{url}/v1"' in codex_config
+    readme_config = readme_block("Codex CLI", "toml").replace(README_ORIGIN, url)
+    assert tomllib.loads(codex_config) == tomllib.loads(readme_config)
+    readme_catalog = json.loads(readme_block("Codex CLI", "json"))
+    readme_catalog["models"][0].update(slug=MODEL, display_name=(await model_names(url, key))[MODEL])
+    assert json.loads(codex_catalog) == readme_catalog
+    assert codex_shell.startswith(f"export ANTEX_API_KEY={key[:12]}")
+
+    opencode = json.loads((await page.locator("#panel-opencode pre").first.text_content()))
+    readme_opencode = json.loads(readme_block("OpenCode", "json").replace(README_ORIGIN, url))
+    assert opencode["provider"]["antex"]["options"] == readme_opencode["provider"]["antex"]["options"]
+    assert opencode["model"] == readme_opencode["model"] == f"antex/{MODEL}"
+    assert MODEL in opencode["provider"]["antex"]["models"]
 
 
 async def send_message(url: str, key: str) -> int:
@@ -160,6 +219,8 @@ async def test_dashboard_shows_what_v1_usage_says(gateway, browser: Browser) -> 
     assert usage["five_hour"]["status"] == "allowed_warning"  # the traffic did what it meant to
 
     page, errors = await open_page(browser)
+    loaded: list[Response] = []
+    page.on("response", lambda response: loaded.append(response) if "/static/" in response.url else None)
     response = await page.goto(f"{gateway.url}/")
     assert response is not None and response.status == 200
     csp = response.headers["content-security-policy"]
@@ -167,8 +228,16 @@ async def test_dashboard_shows_what_v1_usage_says(gateway, browser: Browser) -> 
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["referrer-policy"] == "no-referrer"
+    release = re.search(r'src="/static/([0-9a-f]{12})/app\.js"', await response.text()).group(1)
+    assert errors == []  # the load event waits for every module: a 404 or a syntax error shows here
 
     await show_usage(page, gateway.url, key)
+    # Every module the package ships was loaded, from the release path, as JavaScript.
+    scripts = {r.url.rsplit("/", 1)[1]: r for r in loaded if r.url.endswith(".js")}
+    assert sorted(scripts) == MODULES
+    for name, script in scripts.items():
+        assert script.url == f"{gateway.url}/static/{release}/{name}"
+        assert script.status == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"
     assert await page.locator("#who-name").text_content() == "alice"
     for window in WINDOW_IDS:
         await check_window(page, window, usage[window])
@@ -181,14 +250,10 @@ async def test_dashboard_shows_what_v1_usage_says(gateway, browser: Browser) -> 
 
     # Set-up snippets carry this server's URL, and the key only masked until asked for.
     assert await page.locator("#base-url").text_content() == gateway.url
-    snippets = " ".join(await page.locator("#tool-panels pre").all_text_contents())
-    assert f"ANTHROPIC_BASE_URL={gateway.url}" in snippets
-    assert key not in snippets and key[:12] in snippets
-    for tool in ("codex", "opencode", "curl"):
-        await page.click(f"#tab-{tool}")
-        assert await page.locator(f"#panel-{tool}").is_visible()
-    codex = await page.locator("#panel-codex pre").first.text_content()
-    assert f'base_url = "{gateway.url}/v1"' in codex and 'wire_api = "responses"' in codex
+    await check_tool_snippets(page, gateway.url, key)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.click("#tab-codex")
+    await page.locator("#tool-panels").screenshot(path=str(ARTIFACTS / "dashboard-codex.png"))
     await page.click("#toggle-key")
     assert key in " ".join(await page.locator("#tool-panels pre").all_text_contents())
     await page.click("#toggle-key")
@@ -204,7 +269,6 @@ async def test_dashboard_shows_what_v1_usage_says(gateway, browser: Browser) -> 
     await page.wait_for_selector("#window-five_hour .js-chart svg")
     await check_window(page, "five_hour", usage["five_hour"])
 
-    ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     await page.set_viewport_size({"width": 360, "height": 780})
     await page.wait_for_timeout(100)
@@ -248,26 +312,37 @@ async def test_a_wrong_key_is_not_accepted(gateway, browser: Browser) -> None:
     assert await page.locator("#dashboard").is_hidden()
     assert await page.evaluate("sessionStorage.getItem('antex.key')") is None
     # The browser logs the refused request itself; nothing else may go wrong.
-    assert [e for e in errors if "401 (Unauthorized)" not in e] == []
-    assert len(errors) == 1
+    assert sorted(errors) == sorted([f"HTTP 401: {gateway.url}/v1/usage",
+                                     "Failed to load resource: the server responded with a status of 401 (Unauthorized)"])
 
 
 async def test_static_files_are_a_whitelist(gateway) -> None:
     async with aiohttp.ClientSession() as session:
-        for name, content_type in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
-            async with session.get(f"{gateway.url}/static/{name}") as response:
-                assert response.status == 200
-                assert response.content_type == content_type
-                assert response.headers["X-Content-Type-Options"] == "nosniff"
-                etag = response.headers["ETag"]
-            async with session.get(f"{gateway.url}/static/{name}", headers={"If-None-Match": etag}) as response:
-                assert response.status == 304
-        for path in ("/static/index.html", "/static/..%2Fdashboard.py", "/static/%2e%2e/routes/dashboard.py",
-                     "/static/dashboard.js.map"):
-            async with session.get(f"{gateway.url}{path}") as response:
-                assert response.status == 404, path
         async with session.get(f"{gateway.url}/") as response:
             page = await response.text()
-        assert response.headers["Cache-Control"] == "no-cache"
-        assert 'src="/static/dashboard.js?v=' in page
+            assert response.headers["Cache-Control"] == "no-cache"
         assert "<script>" not in page and "style=" not in page
+        release = re.search(r'<script type="module" src="/static/([0-9a-f]{12})/app\.js"></script>', page).group(1)
+        assert f'href="/static/{release}/dashboard.css"' in page
+
+        for name in [*MODULES, "dashboard.css"]:
+            content_type = "text/css" if name.endswith(".css") else "text/javascript"
+            for path, cache in ((f"/static/{release}/{name}", "public, max-age=31536000, immutable"),
+                                (f"/static/{name}", "no-cache")):
+                async with session.get(f"{gateway.url}{path}") as response:
+                    assert response.status == 200, path
+                    assert response.content_type == content_type
+                    assert response.headers["Cache-Control"] == cache
+                    assert response.headers["X-Content-Type-Options"] == "nosniff"
+                    assert "script-src 'self';" in response.headers["Content-Security-Policy"]
+                    assert await response.read() == (STATIC / name).read_bytes()
+                    etag = response.headers["ETag"]
+                async with session.get(f"{gateway.url}{path}", headers={"If-None-Match": etag}) as response:
+                    assert response.status == 304
+
+        for path in ("/static/index.html", f"/static/{release}/index.html", "/static/..%2Fdashboard.py",
+                     "/static/%2e%2e/routes/dashboard.py", f"/static/{release}/..%2F..%2Froutes%2Fdashboard.py",
+                     "/static/dashboard.js", "/static/app.js.map", "/static/000000000000/app.js",
+                     f"/static/{release}/app.js/x", f"/static/{release}%2F..%2F/app.js"):
+            async with session.get(f"{gateway.url}{path}") as response:
+                assert response.status == 404, path
