@@ -48,15 +48,21 @@ def window_states(state: KeyState, limits_5h: float, limits_7d: float, now: floa
 def ratelimit_headers(windows: tuple[WindowState, ...], now: float) -> dict[str, str]:
     """Anthropic's subscription-style headers: utilization 0-1, reset in unix seconds, status."""
     headers = {}
-    worst = "allowed"
+    worst = 0
     for window in windows:
-        headers[f"anthropic-ratelimit-unified-{window.short}-utilization"] = f"{window.used / window.limit:.4f}"
+        names = _HEADER_NAMES[window.short]
+        headers[names[0]] = f"{window.used / window.limit:.4f}"
         reset = window.resets_at if window.resets_at is not None else math.ceil(now + window.window_s)
-        headers[f"anthropic-ratelimit-unified-{window.short}-reset"] = str(reset)
-        headers[f"anthropic-ratelimit-unified-{window.short}-status"] = window.status
-        worst = max(worst, window.status, key=("allowed", "allowed_warning", "rejected").index)
-    headers["anthropic-ratelimit-unified-status"] = worst
+        headers[names[1]] = str(reset)
+        headers[names[2]] = status = window.status
+        worst = max(worst, _STATUSES.index(status))
+    headers["anthropic-ratelimit-unified-status"] = _STATUSES[worst]
     return headers
+
+
+_STATUSES = ("allowed", "allowed_warning", "rejected")  # from best to worst
+_HEADER_NAMES = {short: tuple(f"anthropic-ratelimit-unified-{short}-{part}" for part in ("utilization", "reset", "status"))
+                 for _, short, _ in WINDOWS}  # built once, not per response
 
 
 def codex_headers(windows: tuple[WindowState, ...], now: float) -> dict[str, str]:

@@ -45,7 +45,20 @@ def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = 
     app.on_shutdown.append(stopping)
     for module in (messages, chat_completions, responses, models, usage, service, dashboard):
         module.setup(app)
+    for route in app.router.routes():
+        route._expect_handler = only_100_continue(route._expect_handler)  # no public setter in aiohttp
     return app
+
+
+def only_100_continue(default: Callable) -> Callable:
+    """aiohttp answers any `Expect` but 100-continue itself, before the middleware: a plain-text 417,
+    or a 500 when the value is not UTF-8. Antex ignores other expectations (RFC 9110 allows it), so
+    every request still reaches the error middleware and gets a proper answer."""
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        if request.headers.get("expect", "").lower() == "100-continue":
+            return await default(request)
+        return None
+    return expect
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -153,9 +166,14 @@ def error_response(request: web.Request, error: AntexError) -> web.Response:
 
 
 async def add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """On every keyed response: the key's window state; on every API response: Antex's own cost."""
+    """On every keyed response: the key's window state; on every API response: Antex's own cost,
+    and never a header that carries the operator's upstream key."""
     if not request.path.startswith("/v1/"):
         return
+    upstream_key = request.app[UPSTREAM_KEY]
+    for name, value in list(response.headers.items()):
+        if upstream_key and upstream_key in value:  # an upstream header echoing the operator's key
+            del response.headers[name]
     key = request.get(KEY)
     if key is not None:
         windows = request.get(WINDOWS) or await _windows_now(request.app, key)

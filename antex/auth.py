@@ -117,13 +117,16 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted: tuple) -> s
     """The client's address: the peer, unless the peer is a trusted proxy that says otherwise.
 
     Walks X-Forwarded-For (or Forwarded) from the right, skipping trusted proxies, so a client
-    cannot spoof its address by sending the header itself.
+    cannot spoof its address by sending the header itself. A hop that is not an address (`unknown`,
+    an obfuscated name, garbage) ends the walk: what lies left of it was written by someone
+    unknown, so the last address a trusted hop vouched for is used instead.
     """
     address = peer or "unknown"
     if not trusted or not _is_trusted(address, trusted):
         return address
-    hops = _forwarded_for(headers)
-    for hop in reversed(hops):
+    for hop in reversed(_forwarded_for(headers)):
+        if not _valid_ip(hop):
+            break
         address = hop
         if not _is_trusted(hop, trusted):
             break
@@ -131,23 +134,29 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted: tuple) -> s
 
 
 def _forwarded_for(headers: Mapping[str, str]) -> list[str]:
-    """Addresses from `X-Forwarded-For: a, b` or `Forwarded: for=a;proto=https, for="[b]"`."""
-    hops: list[str] = []
-    xff = headers.get("x-forwarded-for")
+    """Hops from `X-Forwarded-For: a, b` or `Forwarded: for=a;proto=https, for="[b]:443"`, ports
+    dropped. Every line of the header counts: a proxy may append its own line after the client's."""
+    getall = getattr(headers, "getall", None)
+    xff = ", ".join(getall("x-forwarded-for", [])) if getall else headers.get("x-forwarded-for", "")
     if xff:
-        hops = [part.strip() for part in xff.split(",") if part.strip()]
-    else:
-        for element in headers.get("forwarded", "").split(","):
-            for pair in element.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name.lower() == "for" and value:
-                    value = value.strip('"')
-                    if value.startswith("["):
-                        value = value[1:value.find("]")] if "]" in value else value[1:]
-                    elif value.count(":") == 1:
-                        value = value.split(":")[0]
-                    hops.append(value)
-    return [hop for hop in hops if _valid_ip(hop)]
+        return [_without_port(part.strip()) for part in xff.split(",") if part.strip()]
+    forwarded = ", ".join(getall("forwarded", [])) if getall else headers.get("forwarded", "")
+    hops: list[str] = []
+    for element in forwarded.split(","):
+        for pair in element.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name.lower() == "for":
+                hops.append(_without_port(value.strip('"')))
+    return hops
+
+
+def _without_port(value: str) -> str:
+    """`203.0.113.7:4711` -> `203.0.113.7`, `[2001:db8::1]:443` -> `2001:db8::1`; others as they are."""
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value[1:]
+    if value.count(":") == 1:
+        return value.split(":")[0]
+    return value
 
 
 def _valid_ip(value: str) -> bool:

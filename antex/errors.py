@@ -18,6 +18,7 @@ CATALOGUE: dict[str, int] = {
     "ip_limit_reached": 403,
     "not_found_error": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,
@@ -27,7 +28,8 @@ CATALOGUE: dict[str, int] = {
 }
 
 # Types a client sees; a few internal names map onto Anthropic's own.
-WIRE_TYPE = {"bad_gateway": "api_error", "timeout_error": "api_error", "method_not_allowed": "not_found_error"}
+WIRE_TYPE = {"bad_gateway": "api_error", "timeout_error": "api_error", "method_not_allowed": "not_found_error",
+             "request_timeout": "invalid_request_error"}
 
 
 class AntexError(Exception):

@@ -27,6 +27,9 @@ from antex import upstream
 
 READ_CHUNK = 256 * 1024
 CHARS_PER_TOKEN = 4  # for the estimate charged when a stream is cancelled before its final usage
+# A body that stops arriving for this long is refused: a client cannot hold a handler open forever
+# by declaring a body and never sending it (aiohttp itself has no body timeout).
+BODY_IDLE_TIMEOUT_S = 30.0
 
 
 def authenticate(request: web.Request) -> KeyRecord:
@@ -43,19 +46,32 @@ async def read_body(request: web.Request) -> bytes:
     lying body is cut off at the limit, so a huge upload never sits in memory.
     """
     limit = request.app[CONFIG].server.max_body_bytes
-    too_large = AntexError("payload_too_large", f"The request body is larger than this gateway's limit of {limit} bytes. Send a smaller request.")
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise _too_large(limit)
+    content = request.content
     chunks, size = [], 0
     while True:
-        chunk = await request.content.read(READ_CHUNK)
+        try:
+            if content.is_eof():  # the whole body has arrived (the usual case): no wait, no timer to arm
+                chunk = content.read_nowait(READ_CHUNK)
+            else:
+                async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                    chunk = await content.read(READ_CHUNK)
+        except TimeoutError:
+            raise AntexError("request_timeout", f"The request body stopped arriving for {BODY_IDLE_TIMEOUT_S:g} seconds. Send it again.") from None
+        except web.RequestPayloadError:  # e.g. broken chunked framing, a Content-Encoding that does not decode
+            raise AntexError("invalid_request_error", "The request body could not be read: its framing or Content-Encoding is broken.") from None
         if not chunk:
             break
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> AntexError:
+    return AntexError("payload_too_large", f"The request body is larger than this gateway's limit of {limit} bytes. Send a smaller request.")
 
 
 def parse_object(raw: bytes) -> dict:
@@ -168,13 +184,17 @@ async def read_upstream(request: web.Request, response: aiohttp.ClientResponse) 
     """A whole non-streaming upstream body; a stall or a cut becomes a clear 5xx."""
     started = time.perf_counter()
     try:
-        return await response.read()
+        payload = await response.read()
     except TimeoutError:
         raise AntexError("timeout_error", "The upstream API stopped answering mid-response. Try again.") from None
     except aiohttp.ClientError:
         raise AntexError("bad_gateway", "The upstream API broke off its answer. Try again.") from None
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
+    upstream_key = request.app[UPSTREAM_KEY]
+    if response.status >= 400 and upstream_key:  # an error body may echo the credentials it was sent
+        payload = payload.replace(upstream_key.encode(), b"[redacted]")
+    return payload
 
 
 async def survive_disconnect(request: web.Request, relay: Awaitable[web.StreamResponse]) -> web.StreamResponse:

@@ -15,6 +15,9 @@ from typing import Callable, Iterator
 import orjson
 
 _FRAME_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_EVENT_NAMES = {name.encode(): name for name in (
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
+    "message_stop", "ping", "error")}  # decoded once, not per frame
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a frame larger than this is not SSE we can read
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
                 "cache_creation")
@@ -34,13 +37,21 @@ class SSEReader:
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
         buffer = self._buffer + chunk if self._buffer else chunk
-        start = 0
-        for match in _FRAME_END.finditer(buffer):
-            frame = parse_frame(buffer[start:match.start()])
-            start = match.end()
+        if b"\r" in buffer:
+            frames, start = [], 0
+            for match in _FRAME_END.finditer(buffer):
+                frames.append(parse_frame(buffer[start:match.start()]))
+                start = match.end()
+            rest = buffer[start:]
+        else:
+            # Anthropic's streams use bare LFs: a plain split is ten times cheaper than the regex.
+            frames = buffer.split(b"\n\n")
+            rest = frames.pop()
+            frames = [_event_and_data(raw) or parse_frame(raw) for raw in frames]
+        for frame in frames:
             if frame is not None:
                 yield frame
-        self._buffer = buffer[start:]
+        self._buffer = rest
         if len(self._buffer) > MAX_FRAME_BYTES:
             raise MalformedStream("an SSE frame exceeded 16 MiB")
 
@@ -48,6 +59,17 @@ class SSEReader:
     def pending(self) -> bytes:
         """Bytes of an unfinished frame (a stream cut mid-frame leaves some)."""
         return self._buffer
+
+
+def _event_and_data(frame: bytes) -> tuple[str, bytes] | None:
+    """The common frame, exactly `event: NAME` LF `data: DATA`, cut without a line loop; else None."""
+    if not frame.startswith(b"event: "):
+        return None
+    newline = frame.find(b"\n")
+    if newline < 0 or not frame.startswith(b"data: ", newline + 1) or frame.find(b"\n", newline + 1) >= 0:
+        return None
+    name = frame[7:newline]
+    return _EVENT_NAMES.get(name) or name.decode("utf-8", "replace"), frame[newline + 7:]
 
 
 def parse_frame(frame: bytes) -> tuple[str, bytes] | None:

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import gzip
+import random
 import secrets
 import signal
 import time
@@ -67,6 +68,17 @@ ORGANIZATION_ID = "0f7c6e2a-5b1d-4c3e-9a8f-fa4e0b5d1c2e"  # the gateway must nev
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 STALL_LIMIT_S = 600.0  # a stalled stream ends after this even if the client stays
 DISCONNECT_POLL_S = 0.02
+# How an upstream misbehaves, for soak runs (FakeAnthropic(faults=...)): each fault once per kind.
+FAULT_TEXT = "A reply that will not arrive whole, one word at a time."
+FAULTS = (
+    error_reply(529, "overloaded_error", "Overloaded"),
+    error_reply(500, "api_error", "Internal server error"),
+    text_reply(FAULT_TEXT, events=8, error_event_after=4),
+    text_reply(FAULT_TEXT, events=8, cut_after=4),
+    text_reply(FAULT_TEXT, events=8, stall_after=4),
+    text_reply(FAULT_TEXT, events=8, malformed=True),
+    text_reply(FAULT_TEXT, events=8, delay_s=0.05),
+)
 REQUIRED_FIELDS = {
     "/v1/messages": ("model", "messages", "max_tokens"),
     "/v1/messages/count_tokens": ("model", "messages"),
@@ -140,6 +152,8 @@ class FakeAnthropic:
         record: bool = True,
         require_version: bool = True,
         coalesce: bool = False,
+        faults: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.api_key = api_key
         self.default = default_reply(events)
@@ -149,6 +163,9 @@ class FakeAnthropic:
         # then sees the whole stream at once, unlike from Anthropic. Slow or faulty replies
         # are always written event by event.
         self.coalesce = coalesce
+        self.faults = faults  # share of unscripted replies that misbehave (soak runs)
+        self._random = random.Random(seed)
+        self.served = 0  # /v1/messages requests answered in any way, recorded or not
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # responses the client walked away from before they ended
         self.url: str | None = None  # set by start()
@@ -262,7 +279,8 @@ class FakeAnthropic:
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         if (invalid := self._invalid(request)) is not None:
             return invalid
-        reply = self._replies.popleft() if self._replies else self.default
+        self.served += 1
+        reply = self._replies.popleft() if self._replies else self._unscripted()
         if reply.error_type is not None:
             body = reply.error_body(request[REQUEST_ID])
             response = web.Response(status=reply.status, body=body, content_type="application/json")
@@ -280,6 +298,12 @@ class FakeAnthropic:
         except asyncio.CancelledError:  # the client left and aiohttp cancelled us
             self.disconnects += 1
             raise
+
+    def _unscripted(self) -> Reply:
+        """The default reply, or with probability `faults` one of the ways upstreams fail."""
+        if self.faults and self._random.random() < self.faults:
+            return self._random.choice(FAULTS)
+        return self.default
 
     async def _message(
         self, request: web.Request, reply: Reply, message_id: str, model: str, input_tokens: int
@@ -348,9 +372,9 @@ class FakeAnthropic:
             await asyncio.sleep(DISCONNECT_POLL_S)
 
 
-async def serve(host: str, port: int, api_key: str, events: int, coalesce: bool) -> None:
+async def serve(host: str, port: int, api_key: str, events: int, coalesce: bool, faults: float) -> None:
     """Run until SIGINT or SIGTERM; prints the URL once listening, for whoever started us."""
-    fake = FakeAnthropic(api_key, events=events, record=False, coalesce=coalesce)
+    fake = FakeAnthropic(api_key, events=events, record=False, coalesce=coalesce, faults=faults)
     url = await fake.start(host, port)
     print(f"listening on {url}", flush=True)
     stop = asyncio.Event()
@@ -374,9 +398,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--coalesce", action="store_true", help="write each stream at once, not event by event"
     )
+    parser.add_argument("--faults", type=float, default=0.0, help="share of replies that misbehave (0 to 1)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.api_key, args.events, args.coalesce))
+        asyncio.run(serve(args.host, args.port, args.api_key, args.events, args.coalesce, args.faults))
 
 
 if __name__ == "__main__":

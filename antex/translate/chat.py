@@ -36,6 +36,7 @@ from antex.translate.request import (
     merge_turns,
     model_field,
     number_field,
+    stream_field,
     temperature_field,
     user_field,
 )
@@ -49,6 +50,8 @@ def chat_to_messages(
     """An OpenAI chat request body -> the Anthropic Messages request body."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
+    if not isinstance(body.get("stream_options"), dict | None):
+        raise TranslationError("stream_options must be an object", param="stream_options")
     n = body.get("n")
     if n not in (None, 1):
         raise TranslationError("n must be 1: one choice per request is supported", param="n")
@@ -70,7 +73,7 @@ def chat_to_messages(
         user_id=user_field(body),
         output_format=_output_format(body.get("response_format")),
         reasoning_effort=effort_field(body.get("reasoning_effort"), param="reasoning_effort"),
-        stream=bool(body.get("stream")),
+        stream=stream_field(body),
     )
     return anthropic_body(request, thinking_supported=thinking_supported)
 
@@ -191,7 +194,8 @@ def _tool_choice(choice: object) -> ToolChoice | None:
     if choice in ("auto", "none", "required"):
         return ToolChoice(str(choice))
     if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str) and name:
             return ToolChoice("tool", name)
     raise TranslationError(

@@ -236,6 +236,14 @@ def effort_field(value: object, *, param: str) -> str | None:
     return value
 
 
+def stream_field(body: Mapping[str, Any]) -> bool:
+    """`stream` must be a real boolean: "false" as a string would otherwise switch streaming on."""
+    value = body.get("stream")
+    if value is not None and not isinstance(value, bool):
+        raise TranslationError("stream must be true or false", param="stream")
+    return value is True
+
+
 def user_field(body: Mapping[str, Any]) -> str | None:
     user = body.get("user")
     if user is not None and not isinstance(user, str):

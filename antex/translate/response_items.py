@@ -110,7 +110,8 @@ def unpack_thinking(encrypted_content: object) -> dict[str, Any] | None:
         block = orjson.loads(base64.urlsafe_b64decode(encrypted_content.removeprefix(REASONING_PACK_PREFIX)))
     except (binascii.Error, ValueError):
         return None
-    fields = _PACKED_FIELDS.get(block.get("type")) if isinstance(block, dict) else None
+    kind = block.get("type") if isinstance(block, dict) else None
+    fields = _PACKED_FIELDS.get(kind) if isinstance(kind, str) else None
     if fields is None or not all(isinstance(block.get(key), str) for key in fields):
         return None
     return {key: block[key] for key in ("type", *fields)}

@@ -36,6 +36,7 @@ from antex.translate.request import (
     merge_turns,
     model_field,
     number_field,
+    stream_field,
     temperature_field,
     user_field,
 )
@@ -85,7 +86,7 @@ def responses_to_messages(
         user_id=user_field(body),
         output_format=_output_format(text.get("format")),
         reasoning_effort=effort_field(reasoning.get("effort"), param="reasoning.effort"),
-        stream=bool(body.get("stream")),
+        stream=stream_field(body),
     )
     return anthropic_body(request, thinking_supported=thinking_supported)
 
