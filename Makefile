@@ -1,4 +1,5 @@
-# Antex: `make run` serves the gateway, `make test` runs the tests, `make bench` the benchmarks.
+# Antex: `make run` serves the gateway, `make test` runs the tests, `make bench` the benchmarks
+# and the soak run.
 # Each creates .venv and installs what it needs on first use (and again when pyproject.toml changes).
 
 PYTHON ?= python3
@@ -24,6 +25,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: Antex against a bare aiohttp pass-through, measured in the same run (`make bench`)."""
