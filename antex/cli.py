@@ -332,26 +332,31 @@ def usage(ctx: click.Context, key: str | None, as_json: bool, remote: str | None
     else:
         cfg = load_config(ctx)
         fetch = lambda: run(lambda s: usage_source.local(s, cfg, key, time.time()), cfg)  # noqa: E731
-    while True:
-        try:
-            bodies = fetch()
-        except usage_source.UsageError as exc:
-            raise click.ClickException(str(exc)) from None
-        if as_json:
-            output = "\n".join(orjson.dumps(b).decode() for b in bodies)
-        elif key or remote:
-            output = "\n\n".join(render_usage(b, colour=colour) for b in bodies)
-        else:
-            output = render_table(bodies, colour=colour)
-        if watch and colour:
-            click.echo("\x1b[2J\x1b[H", nl=False)
-        click.echo(output)
-        if not watch:
-            return
-        try:
+    try:
+        while True:
+            click.echo(_draw(fetch, key=key, remote=remote, as_json=as_json, colour=colour, clear=watch and colour))
+            if not watch:
+                return
             time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:  # the way out of --watch: end quietly, never a traceback
+        return
+
+
+def _draw(fetch, *, key: str | None, remote: str | None, as_json: bool, colour: bool, clear: bool) -> str:
+    """One screenful of usage: JSON lines, one key's bars, or the table of every key."""
+    from antex import usage_source
+
+    try:
+        bodies = fetch()
+    except usage_source.UsageError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        output = "\n".join(orjson.dumps(b).decode() for b in bodies)
+    elif key or remote:
+        output = "\n\n".join(render_usage(b, colour=colour) for b in bodies)
+    else:
+        output = render_table(bodies, colour=colour)
+    return ("\x1b[2J\x1b[H" if clear else "") + output
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")

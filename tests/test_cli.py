@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -813,3 +814,18 @@ def test_terminal_percent_only_shows_full_when_full(percent: float, shown: str) 
     from antex.terminal import shown_percent
 
     assert shown_percent(percent) == shown
+
+
+def test_usage_watch_redraws_until_interrupted(cfg: Path) -> None:
+    create(cfg, "alice")
+    proc = subprocess.Popen([sys.executable, "antex.py", "--config", str(cfg), "usage", "--watch", "--interval", "0.5"],
+                            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert out.decode().count("alice") >= 3  # drawn again every half second
+    assert b"Traceback" not in err
