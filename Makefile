@@ -24,6 +24,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 bench: venv
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.soak
 

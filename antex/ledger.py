@@ -28,6 +28,7 @@ IP_WINDOW_S = 24 * 3600
 IP_WRITE_EVERY_S = 60  # a known IP's last_seen is persisted at most this often
 WRITE_RETRY_S = 1.0
 JOURNAL_TIMEOUT_S = 10.0  # an admitted request waits at most this long for its journal row
+RIDE_ALONG_S = 0.05  # how long a settled charge may wait for a journal commit to ride along with
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Batch:
     ips: list[tuple[int, str, float]] = field(default_factory=list)
     statements: list[tuple[str, tuple]] = field(default_factory=list)
     waiters: list[asyncio.Future] = field(default_factory=list)  # resolved once committed
+    deadline: asyncio.TimerHandle | None = None  # fails the waiters after JOURNAL_TIMEOUT_S
 
     def __bool__(self) -> bool:
         return bool(self.journal or self.usage_seen or self.events or self.settled or self.ips or self.statements)
@@ -98,6 +100,7 @@ class Ledger:
         self._journal_ids = itertools.count(1)
         self._boot = f"{int(time.time() * 1000):x}"
         self._wake = asyncio.Event()
+        self._soon: asyncio.TimerHandle | None = None  # a pending _kick_soon wake-up
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task | None = None
@@ -140,18 +143,21 @@ class Ledger:
         moment leaves a row that the next start settles.
         """
         journal_id = f"{self._boot}-{next(self._journal_ids)}"
-        done = asyncio.get_running_loop().create_future()
-        self._batch.journal.append((journal_id, key_id, self.clock(), model, endpoint, estimated_input))
-        self._batch.waiters.append(done)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        batch = self._batch
+        if not batch.waiters:  # one timer per batch, not one per request
+            batch.deadline = loop.call_later(JOURNAL_TIMEOUT_S, _time_out, batch.waiters)
+        batch.journal.append((journal_id, key_id, self.clock(), model, endpoint, estimated_input))
+        batch.waiters.append(done)
         self._kick()
-        async with asyncio.timeout(JOURNAL_TIMEOUT_S):  # cheaper than wait_for(shield()): no extra task
-            await done  # cancelled with the request or on timeout; the writer skips a cancelled waiter
+        await done  # TimeoutError from the batch's deadline; cancelled with the request (then skipped)
         return journal_id
 
     def usage_seen(self, journal_id: str, usage: dict) -> None:
         """Remember a stream's first usage, so a crash mid-stream still charges what it knew."""
         self._batch.usage_seen.append((orjson.dumps(usage).decode(), journal_id))
-        self._kick()
+        self._kick_soon()
 
     def charge(self, state: KeyState, charge: Charge, journal_id: str | None = None) -> None:
         """Count a settled request now, and queue it (and its journal row's removal) for the writer."""
@@ -162,14 +168,14 @@ class Ledger:
         self._batch.events.append(charge.row())
         if journal_id is not None:
             self._batch.settled.append((journal_id,))
-        self._kick()
+        self._kick_soon()
 
     def seen_ip(self, key_id: int, state: KeyState, ip: str, now: float) -> None:
         previous = state.ips.get(ip)
         state.ips[ip] = now
         if previous is None or now - previous >= IP_WRITE_EVERY_S:
             self._batch.ips.append((key_id, ip, now))
-            self._kick()
+            self._kick_soon()
 
     def execute(self, sql: str, params: tuple) -> None:
         """Queue any other write (e.g. an automatic quarantine) behind the pending ones."""
@@ -179,6 +185,17 @@ class Ledger:
     def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
+
+    def _kick_soon(self) -> None:
+        """Wake the writer within RIDE_ALONG_S, or sooner with the next journal row.
+
+        Settled charges are not urgent (their journal row already makes them crash-safe), and
+        under load a request is admitted every few milliseconds: they ride along with its
+        commit, which halves the commits (and their thread round trips) per request.
+        """
+        self._idle.clear()
+        if self._soon is None and not self._wake.is_set():
+            self._soon = asyncio.get_running_loop().call_later(RIDE_ALONG_S, self._wake.set)
 
     async def recover(self, rates_of: Callable[[str], Rates | None]) -> int:
         """Settle the requests a crash left open; returns how many. Run before serving."""
@@ -207,6 +224,9 @@ class Ledger:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._soon is not None:
+                self._soon.cancel()
+                self._soon = None
             batch, self._batch = self._batch, Batch()
             try:
                 await self._commit(batch)
@@ -219,6 +239,8 @@ class Ledger:
                 await asyncio.sleep(WRITE_RETRY_S)
                 self._wake.set()
                 continue
+            if batch.deadline is not None:
+                batch.deadline.cancel()
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -235,6 +257,8 @@ class Ledger:
 
     async def flush(self) -> None:
         """Wait until every write handed in so far is committed."""
+        if not self._idle.is_set():
+            self._wake.set()  # now, not when a ride-along wait would end
         await self._idle.wait()
 
     async def close(self) -> None:
@@ -249,6 +273,15 @@ class Ledger:
         except asyncio.CancelledError:
             pass
         self._task = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+
+
+def _time_out(waiters: list[asyncio.Future]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError("the ledger did not commit in time"))
 
 
 def _apply(conn: sqlite3.Connection, batch: Batch) -> None:

@@ -30,14 +30,14 @@ DROP_REQUEST = HOP_BY_HOP | {
 # its own rate limits (the client sees its key's windows instead).
 DROP_RESPONSE = HOP_BY_HOP | {"content-encoding", "content-length", "anthropic-organization-id", "set-cookie", "server", "date"}
 DROP_RESPONSE_PREFIXES = ("anthropic-ratelimit-",)
+NO_USER_AGENT = ("User-Agent",)
 
 
 def session(config: UpstreamConfig) -> aiohttp.ClientSession:
     """A pooled session; keep-alive connections are reused across every request."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout_s, sock_read=config.idle_timeout_s)
-    return aiohttp.ClientSession(base_url=None, connector=connector, timeout=timeout, auto_decompress=True,
-                                 skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(base_url=None, connector=connector, timeout=timeout, auto_decompress=True)
 
 
 def request_headers(client: Mapping[str, str], upstream_key: str) -> CIMultiDict:
@@ -59,8 +59,11 @@ def response_headers(upstream: Mapping[str, str]) -> CIMultiDict:
 
 async def send(client: aiohttp.ClientSession, url: str, headers: CIMultiDict, body: bytes) -> aiohttp.ClientResponse:
     """POST to the upstream; unreachable or silent upstreams become clear Anthropic-shaped 5xx."""
+    # aiohttp's own User-Agent never goes upstream; skipped per request, only when the client sent
+    # none, because a skip list sends every request down aiohttp's slow header-merging path.
+    skip = None if "user-agent" in headers else NO_USER_AGENT
     try:
-        return await client.post(url, data=body, headers=headers, allow_redirects=False)
+        return await client.post(url, data=body, headers=headers, allow_redirects=False, skip_auto_headers=skip)
     except asyncio.TimeoutError:
         raise AntexError("timeout_error", "The upstream API did not answer in time. Try again shortly.") from None
     except aiohttp.ClientSSLError as exc:

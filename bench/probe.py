@@ -36,7 +36,8 @@ def summary(values: list[float]) -> dict:
 
 
 def headers_for(key: str) -> dict:
-    return {"content-type": "application/json", "x-api-key": key, "anthropic-version": "2023-06-01"}
+    return {"content-type": "application/json", "x-api-key": key, "anthropic-version": "2023-06-01",
+            "user-agent": "antex-bench/probe"}
 
 
 class Timings:

@@ -23,6 +23,7 @@ wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["x-api-key"] = "{key}"
 wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["User-Agent"] = "antex-bench/wrk"  -- every real client (SDKs, Claude Code, curl) sends one
 
 function done(summary, latency, requests)
   local e = summary.errors

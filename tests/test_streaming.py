@@ -159,6 +159,7 @@ async def test_upstream_tls_and_dns_failures_are_clear_5xx(make_gateway: Gateway
                 body = await resp.json()
                 assert resp.status in (502, 504)
                 assert body["type"] == "error" and body["error"]["type"] == "api_error"
+        await gateway.flush()  # each gateway has its own ledger
     # Both gateways share one database file.
     assert [(e["outcome"], e["micro_credits"]) for e in await tls.events()] == [("upstream_error", 0)] * 2
 
