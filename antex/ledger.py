@@ -7,6 +7,7 @@ which commits whatever has piled up in one transaction, so write batches grow wi
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 import sqlite3
@@ -123,7 +124,7 @@ class Ledger:
         charges = await self.reader.charges_since(key_id, now - SEVEN_DAYS_S)
         ips = dict(await self.reader.ips_since(key_id, now - IP_WINDOW_S))
         state = KeyState(
-            five_hour=RollingWindow(FIVE_HOURS_S, (c for c in charges if c[0] > now - FIVE_HOURS_S)),
+            five_hour=RollingWindow(FIVE_HOURS_S, charges[bisect.bisect_right(charges, (now - FIVE_HOURS_S, 1 << 62)):]),
             seven_day=RollingWindow(SEVEN_DAYS_S, charges),
             ips=ips,
         )

@@ -29,11 +29,13 @@ class RollingWindow:
     __slots__ = ("window_s", "charges", "total")
 
     def __init__(self, window_s: int, charges: Iterable[Charge] = ()) -> None:
+        """`charges` may come in any order; a sorted history (as SQLite returns it) loads in one pass."""
         self.window_s = window_s
-        self.charges: deque[Charge] = deque()
-        self.total = 0
-        for ts, amount in charges:
-            self.add(ts, amount)
+        kept = [charge for charge in charges if charge[1] > 0]
+        if any(kept[i][0] > kept[i + 1][0] for i in range(len(kept) - 1)):
+            kept.sort()
+        self.charges: deque[Charge] = deque(kept)
+        self.total = sum(amount for _, amount in kept)
 
     def add(self, ts: float, amount: int) -> None:
         if amount <= 0:
