@@ -46,6 +46,10 @@ class RollingWindow:
             ordered = sorted([*charges, (ts, amount)])
             charges.clear()
             charges.extend(ordered)
+        elif charges and math.ceil(charges[-1][0]) == math.ceil(ts):
+            # Charges within the same second share one entry (windows are exact to the second, and
+            # every time shown is a whole second): a busy key's memory grows with seconds, not requests.
+            charges[-1] = (ts, charges[-1][1] + amount)
         else:
             charges.append((ts, amount))
         self.total += amount
