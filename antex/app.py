@@ -176,7 +176,7 @@ async def add_gateway_headers(request: web.Request, response: web.StreamResponse
             del response.headers[name]
     key = request.get(KEY)
     if key is not None:
-        windows = request.get(WINDOWS) or await _windows_now(request.app, key)
+        windows = request.get(WINDOWS) or _windows_now(request.app, key)
         if windows:
             now = request.app[CLOCK]()
             headers = ratelimit_headers(windows, now)
@@ -190,7 +190,8 @@ async def add_gateway_headers(request: web.Request, response: web.StreamResponse
         response.headers["x-antex-overhead-ms"] = f"{max(overhead_ms, 0.0):.3f}"
 
 
-async def _windows_now(app: web.Application, key) -> tuple | None:
+def _windows_now(app: web.Application, key) -> tuple | None:
+    """The key's windows for a response that never reached admission (a refusal before it)."""
     if key.limits is None:
         return None
     state = app[LEDGER].states.get(key.id)

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from antex.admission import Ticket, WindowState
+from antex.admission import Ticket
 from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, RELAYS, REQUEST_ID, STOPPING,
                            UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, client_ip
@@ -126,7 +126,6 @@ class Call:
     model: Model
     endpoint: str
     ticket: Ticket
-    windows: tuple[WindowState, WindowState]
     journal_id: str | None = None
     settled: bool = False
 
@@ -136,13 +135,19 @@ class Call:
         return UsageMeter(on_start=lambda usage: ledger.usage_seen(journal_id, usage))
 
 
-async def admit(request: web.Request, key: KeyRecord, *, model_name: str, max_tokens: int, endpoint: str,
+def resolve(request: web.Request, key: KeyRecord, model_name: str) -> Model:
+    """The first checks, which the doors need before they can build the upstream request: the
+    key's status and plan, then the model it names."""
+    admission = request.app[ADMISSION]
+    admission.check_key(key)
+    return admission.check_model(key, model_name)
+
+
+async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_tokens: int, endpoint: str,
                 body_bytes: int = 0) -> Call:
-    """Every check before upstream, in order; the returned Call holds a concurrency slot."""
+    """The remaining checks, in order (after resolve); the returned Call holds a concurrency slot."""
     app = request.app
     admission = app[ADMISSION]
-    admission.check_key(key)
-    model = admission.check_model(key, model_name)
     admission.check_max_tokens(key, max_tokens)
     now = app[CLOCK]()
     state = await app[LEDGER].state(key.id)
@@ -151,7 +156,7 @@ async def admit(request: web.Request, key: KeyRecord, *, model_name: str, max_to
     windows = admission.check_windows(key, state, now)
     request[WINDOWS] = windows
     ticket = admission.check_concurrency(key, state)
-    call = Call(key, state, model, endpoint, ticket, windows)
+    call = Call(key, state, model, endpoint, ticket)
     try:
         call.journal_id = await app[LEDGER].journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
     except BaseException as exc:
@@ -243,7 +248,6 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
         outcome=outcome,
     )
     app[LEDGER].charge(call.state, charge, call.journal_id)
-
 
 
 def dumps(value: object) -> str:

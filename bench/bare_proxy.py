@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import aiohttp
 from aiohttp import web
+
+from bench.processes import serve_until_stopped
 
 UPSTREAM = web.AppKey("upstream", str)
 UPSTREAM_KEY = web.AppKey("upstream_key", str)
@@ -70,18 +71,7 @@ def main() -> None:
 
 async def serve(upstream: str, upstream_key: str, host: str, port: int) -> None:
     """Run until SIGINT or SIGTERM; prints the URL once listening, like the fake upstream."""
-    runner = web.AppRunner(make_app(upstream, upstream_key), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    print(f"listening on http://{bound_host}:{bound_port}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(make_app(upstream, upstream_key), host, port)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import time
 
 import orjson
 from aiohttp import web
+
+from bench.processes import serve_until_stopped
 
 USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1}
 EVENTS = web.AppKey("events", int)
@@ -65,18 +66,7 @@ async def serve(host: str, port: int, events: int, delay_s: float) -> None:
     app = web.Application()
     app[EVENTS], app[DELAY_S] = events, delay_s
     app.router.add_post("/v1/messages", messages)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=4096).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    print(f"listening on http://{bound_host}:{bound_port}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(app, host, port, backlog=4096)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ the proxy is the bottleneck and its CPU use (read from /proc) shows it.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,6 +15,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from aiohttp import web
 
 PROXY_CPUS = {0}
 LOAD_CPUS = {1} if (os.cpu_count() or 1) > 1 else {0}
@@ -104,3 +107,19 @@ def busy_jiffies() -> int:
     """Clock ticks every CPU spent on anything but idle and I/O wait, since boot."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(fields) - fields[3] - fields[4]
+
+
+async def serve_until_stopped(app: web.Application, host: str, port: int, **site: int) -> None:
+    """Serve `app` until SIGINT or SIGTERM, printing `listening on URL` once bound, like the fake upstream."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, **site).start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    print(f"listening on http://{bound_host}:{bound_port}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

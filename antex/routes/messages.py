@@ -40,7 +40,8 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     raw = await gateway.read_body(request)
     body = gateway.parse_object(raw)
     model_name, max_tokens, stream = validate(body)
-    call = await gateway.admit(request, key, model_name=model_name, max_tokens=max_tokens, endpoint=MESSAGES,
+    model = gateway.resolve(request, key, model_name)
+    call = await gateway.admit(request, key, model=model, max_tokens=max_tokens, endpoint=MESSAGES,
                                body_bytes=len(raw))
     try:
         raw = gateway.with_upstream_model(raw, body, call.model)
@@ -84,8 +85,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     request.app[ADMISSION].check_key(key)
     raw = await gateway.read_body(request)
     body = gateway.parse_object(raw)
-    model_name = gateway.field(body, "model", str, what="a string naming a model")
-    model = request.app[ADMISSION].check_model(key, model_name)
+    model = gateway.resolve(request, key, gateway.field(body, "model", str, what="a string naming a model"))
     raw = gateway.with_upstream_model(raw, body, model)
     response = await gateway.open_upstream(request, COUNT_TOKENS, raw)
     async with response:

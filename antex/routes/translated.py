@@ -13,7 +13,6 @@ import orjson
 from aiohttp import web
 
 from antex import gateway
-from antex.appkeys import ADMISSION
 from antex.config import Model
 from antex.errors import AntexError, openai_body, translate_upstream_error
 from antex.relay import Translated, relay_stream
@@ -44,9 +43,7 @@ async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     raw = await gateway.read_body(request)
     body = gateway.parse_object(raw)
     model_name = gateway.field(body, "model", str, what="a string naming a model")
-    admission = request.app[ADMISSION]
-    admission.check_key(key)
-    model = admission.check_model(key, model_name)
+    model = gateway.resolve(request, key, model_name)
     default_max = min(DEFAULT_MAX_TOKENS.get(model.tier, 16000), key.limits.max_tokens)
     try:
         anthropic = door.to_messages(body, default_max)
@@ -54,7 +51,7 @@ async def handle(request: web.Request, door: Door) -> web.StreamResponse:
         raise AntexError("invalid_request_error", exc.message, param=exc.param) from None
     anthropic["model"] = gateway.upstream_model_name(model_name, model)
     stream = anthropic.get("stream") is True
-    call = await gateway.admit(request, key, model_name=model_name, max_tokens=anthropic["max_tokens"],
+    call = await gateway.admit(request, key, model=model, max_tokens=anthropic["max_tokens"],
                                endpoint=door.endpoint, body_bytes=len(raw))
     try:
         response = await gateway.open_upstream(request, MESSAGES, orjson.dumps(anthropic))
