@@ -17,7 +17,7 @@ from aiohttp import web
 
 from antex import gateway
 from antex.appkeys import CONFIG
-from antex.sse import MalformedStream, SSEReader, UsageMeter
+from antex.sse import DELTA_ENVELOPE_BYTES, MalformedStream, SSEReader, UsageMeter
 
 log = logging.getLogger("antex.relay")
 
@@ -80,6 +80,7 @@ class Translated:
 
     def translate(self, chunk: bytes) -> bytes:
         out = []
+        meter, stream = self.meter, self._stream
         for event, data in self._reader.feed(chunk):
             try:
                 payload = orjson.loads(data)
@@ -87,9 +88,12 @@ class Translated:
                 raise MalformedStream(f"{event} data is not JSON") from None
             if not isinstance(payload, dict):
                 raise MalformedStream(f"{event} data is not a JSON object")
-            self.meter.message(event, payload)
+            if event == "content_block_delta":  # the meter only counts these (see UsageMeter.observe)
+                meter.streamed_chars += max(len(data) - DELTA_ENVELOPE_BYTES, 1)
+            else:
+                meter.message(event, payload)
             try:
-                out.append(self._stream.event(event, payload))
+                out.append(stream.event(event, payload))
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
                 raise MalformedStream(f"{event} event has an unexpected shape: {exc!r}") from None
         return b"".join(out)

@@ -10,7 +10,7 @@ looks like:
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from typing import Callable
 
 import orjson
 
@@ -18,6 +18,7 @@ _FRAME_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _EVENT_NAMES = {name.encode(): name for name in (
     "message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
     "message_stop", "ping", "error")}  # decoded once, not per frame
+DELTA_ENVELOPE_BYTES = 60  # a content_block_delta's data minus its text: {"type":"content_block_delta",…
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a frame larger than this is not SSE we can read
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
                 "cache_creation")
@@ -35,7 +36,8 @@ class SSEReader:
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        """The frames `chunk` completes (a list, not a generator: this runs for every chunk)."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             frames, start = [], 0
@@ -48,12 +50,12 @@ class SSEReader:
             frames = buffer.split(b"\n\n")
             rest = frames.pop()
             frames = [_event_and_data(raw) or parse_frame(raw) for raw in frames]
-        for frame in frames:
-            if frame is not None:
-                yield frame
-        self._buffer = rest
-        if len(self._buffer) > MAX_FRAME_BYTES:
+        if len(rest) > MAX_FRAME_BYTES:
             raise MalformedStream("an SSE frame exceeded 16 MiB")
+        self._buffer = rest
+        if None in frames:  # comments and keep-alives
+            frames = [frame for frame in frames if frame is not None]
+        return frames
 
     @property
     def pending(self) -> bytes:
@@ -110,7 +112,7 @@ class UsageMeter:
         """Take one frame; returns the parsed payload when it was parsed (None for cheap frames)."""
         if event == "content_block_delta":
             # Cheap estimate of generated size, without parsing: the frame minus its fixed envelope.
-            self.streamed_chars += max(len(data) - 60, 1)
+            self.streamed_chars += max(len(data) - DELTA_ENVELOPE_BYTES, 1)
             return None
         if event not in ("message_start", "message_delta", "message_stop", "error"):
             return None

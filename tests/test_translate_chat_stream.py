@@ -148,3 +148,12 @@ def test_openai_sdk_raises_on_failure() -> None:
     raw += stream.fail("overloaded_error", "Overloaded")
     with sdk_client(raw) as client, pytest.raises(openai.APIError, match="Overloaded"):
         list(client.chat.completions.create(model=MODEL, messages=[user("hi")], stream=True))
+
+
+@pytest.mark.parametrize("text", ["plain", 'quotes " and \\ backslash', "new\nline", "ünïcødé ✓", "\u2028 \x00", ""])
+def test_the_prepared_text_chunk_is_the_generic_chunk(text: str) -> None:
+    """Text chunks are built from prepared bytes (the hot path): byte for byte the generic chunk."""
+    stream = ChatStream(model=MODEL, created=1700000000, include_usage=False)
+    stream.event("message_start", {"message": {"id": "msg_01x", "usage": {"input_tokens": 3}}})
+    for _ in range(2):
+        assert stream._text(text) == stream._chunk({"content": text})

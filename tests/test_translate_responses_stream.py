@@ -176,3 +176,30 @@ def test_openai_sdk_reads_the_stream() -> None:
     assert [item.type for item in events[-1].response.output] == [
         "reasoning", "message", "custom_tool_call", "function_call"]
     assert events[-1].response.output_text == "Adding the file."
+
+
+TRICKY_TEXTS = ["plain", 'quotes " and \\ backslash', "new\nline\ttab", "ünïcødé ✓ 日本", "\u2028\u2029 \x00", ""]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_the_prepared_text_delta_frame_is_the_generic_frame(text: str) -> None:
+    """output_text.delta is built from prepared bytes (the hot path); it must be byte for byte what
+    the generic frame builder makes, sequence number included."""
+    fast = ResponsesStream(request=codex_body(), custom_tools=CUSTOM, created=1700000000)
+    generic = ResponsesStream(request=codex_body(), custom_tools=CUSTOM, created=1700000000)
+    for stream in (fast, generic):
+        stream.event("message_start", {"message": {"id": "msg_01x", "usage": {"input_tokens": 3}}})
+        stream.event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    for _ in range(2):  # the second frame reuses the prepared bytes
+        item = generic._open[0]
+        expected = generic._item_frame("response.output_text.delta", item, content_index=0, delta=text, logprobs=[])
+        assert fast._text_delta(fast._open[0], text) == expected
+
+
+def test_a_stream_without_message_start_still_gets_an_id() -> None:
+    stream = ResponsesStream(request=codex_body(), custom_tools=CUSTOM, created=1700000000)
+    events = parse_frames(stream.event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+                          + stream.close())
+    item_id = events[0]["item"]["id"]
+    assert item_id.startswith("msg_") and len(item_id) > len("msg__0")
+    assert events[-1]["response"]["id"] == "resp_" + item_id.removeprefix("msg_").rsplit("_", 1)[0]

@@ -37,6 +37,8 @@ class MessageStream:
     def event(self, name: str, data: dict[str, Any]) -> bytes:
         if self._ended:
             return b""
+        if name == "content_block_delta":  # nearly every event: checked before the rest
+            return self._block_delta(data["index"], data.get("delta") or {})
         match name:
             case "message_start":
                 message = data.get("message") or {}
@@ -44,8 +46,6 @@ class MessageStream:
                 return self._message_start(message)
             case "content_block_start":
                 return self._block_start(data["index"], data.get("content_block") or {})
-            case "content_block_delta":
-                return self._block_delta(data["index"], data.get("delta") or {})
             case "content_block_stop":
                 return self._block_stop(data["index"])
             case "message_delta":

@@ -55,6 +55,10 @@ _ITEM_KINDS = {"text": "message", "thinking": "reasoning", "redacted_thinking": 
                "tool_use": "function_call"}
 
 
+# Anthropic delta type -> the field holding its piece of text
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+
+
 @dataclass
 class _OpenItem:
     """An output item whose Anthropic content block has started but not stopped."""
@@ -68,6 +72,7 @@ class _OpenItem:
     summary_open: bool = False
     input_reader: StringFieldReader = field(default_factory=lambda: StringFieldReader("input"))
     streamed_input: str = ""  # custom tool input sent so far
+    delta_frame: tuple[bytes, bytes, bytes] | None = None  # see ResponsesStream._text_delta
 
     @property
     def call(self) -> tuple[str, str]:
@@ -83,7 +88,7 @@ class ResponsesStream(MessageStream):
         self._request = request
         self._custom_tools = custom_tools
         self._created = created
-        self._base = response_base_id(None)
+        self._base: str | None = None  # from message_start's id; a random one only if it never comes
         self._sequence = 0
         self._started = False
         self._open: dict[int, _OpenItem] = {}  # by Anthropic block index
@@ -118,7 +123,7 @@ class ResponsesStream(MessageStream):
             return b""  # server tool blocks: never requested, never forwarded
         if kind == "function_call" and block.get("name") in self._custom_tools:
             kind = "custom_tool_call"
-        item = _OpenItem(kind, item_ids(self._base, index)[kind], self._items_started, block)
+        item = _OpenItem(kind, item_ids(self._stem(), index)[kind], self._items_started, block)
         self._open[index] = item
         self._items_started += 1
         frames = self._frame("response.output_item.added", output_index=item.output_index,
@@ -147,14 +152,12 @@ class ResponsesStream(MessageStream):
         if kind == "signature_delta":
             item.signature += delta.get("signature", "")
             return b""
-        piece = delta.get({"text_delta": "text", "thinking_delta": "thinking",
-                           "input_json_delta": "partial_json"}.get(kind, ""))
+        piece = delta.get(_DELTA_FIELDS.get(kind, ""))
         if not isinstance(piece, str) or not piece:
             return b""
         item.pieces.append(piece)
         if item.kind == "message":
-            return self._item_frame("response.output_text.delta", item, content_index=0, delta=piece,
-                                    logprobs=[])
+            return self._text_delta(item, piece)
         if item.kind == "function_call":
             return self._item_frame("response.function_call_arguments.delta", item, delta=piece)
         if item.kind == "custom_tool_call":  # Claude sends it wrapped: {"input": "…"}
@@ -168,6 +171,19 @@ class ResponsesStream(MessageStream):
             return frames + self._item_frame("response.reasoning_summary_text.delta", item, summary_index=0,
                                              delta=piece)
         return b""
+
+    def _text_delta(self, item: _OpenItem, piece: str) -> bytes:
+        """response.output_text.delta, the bulk of every stream: the same frame as _item_frame
+        would build, from bytes prepared once per item (this runs once per upstream event)."""
+        if item.delta_frame is None:
+            head = orjson.dumps({"type": "response.output_text.delta"})[:-1]
+            tail = orjson.dumps({"item_id": item.item_id, "output_index": item.output_index, "content_index": 0})[1:-1]
+            item.delta_frame = (b"event: response.output_text.delta\ndata: " + head + b',"sequence_number":',
+                                b"," + tail + b',"delta":', b',"logprobs":[]}\n\n')
+        before, middle, after = item.delta_frame
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return b"".join((before, str(sequence).encode(), middle, orjson.dumps(piece), after))
 
     def _block_stop(self, index: int) -> bytes:
         item = self._open.pop(index, None)
@@ -231,8 +247,13 @@ class ResponsesStream(MessageStream):
         return created + self._frame("response.in_progress", response=response)
 
     def _response(self, status: str, **fields: Any) -> dict[str, Any]:
-        return response_object(response_id=f"resp_{self._base}", request=self._request,
+        return response_object(response_id=f"resp_{self._stem()}", request=self._request,
                                created=self._created, status=status, output=list(self._output), **fields)
+
+    def _stem(self) -> str:
+        if self._base is None:
+            self._base = response_base_id(None)
+        return self._base
 
     def _item_frame(self, event_type: str, item: _OpenItem, **payload: Any) -> bytes:
         return self._frame(event_type, item_id=item.item_id, output_index=item.output_index, **payload)
