@@ -6,23 +6,24 @@ here reads in-memory state: no SQLite on the hot path, and the same cost whateve
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from antex.auth import KeyRecord
 from antex.config import Config, Model
 from antex.credits import to_micro
 from antex.errors import AntexError
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger
-from antex.windows import WINDOWS, available_at, format_wait, leaves_at, percent, status_for
+from antex.windows import WINDOWS, RollingWindow, available_at, format_wait, leaves_at, percent, status_for
 
 SHOULD_NOT_RETRY_AFTER_S = 60
 WINDOW_TITLES = {"5h": "5-hour", "7d": "weekly (7-day)"}
 
 
-@dataclass(frozen=True)
-class WindowState:
-    """One window at admission time: enough for the rate-limit headers and the 429."""
+class WindowState(NamedTuple):
+    """One window at admission time: enough for the rate-limit headers and the 429.
+
+    Built twice per request, so a NamedTuple (a frozen dataclass costs several times more)."""
 
     short: str  # "5h" / "7d"
     used: int
@@ -34,45 +35,50 @@ class WindowState:
     def status(self) -> str:
         return status_for(self.used, self.limit)
 
+    def reset(self, now: float) -> int:
+        """The next release, or when a charge made now would leave an empty window."""
+        return self.resets_at if self.resets_at is not None else math.ceil(now + self.window_s)
+
 
 def window_states(state: KeyState, limits_5h: float, limits_7d: float, now: float) -> tuple[WindowState, WindowState]:
     """Both windows of a key at `now`, expiring what left them: amortised O(1)."""
-    result = []
-    for (_, short, window_s), window, limit in zip(WINDOWS, (state.five_hour, state.seven_day), (limits_5h, limits_7d)):
-        used = window.expire(now)
-        oldest = window.charges[0][0] if window.charges else None
-        result.append(WindowState(short, used, to_micro(limit), leaves_at(oldest, window_s) if oldest is not None else None, window_s))
-    return result[0], result[1]
+    return _window_state("5h", state.five_hour, limits_5h, now), _window_state("7d", state.seven_day, limits_7d, now)
 
 
-def ratelimit_headers(windows: tuple[WindowState, ...], now: float) -> dict[str, str]:
+def _window_state(short: str, window: RollingWindow, limit: float, now: float) -> WindowState:
+    used = window.expire(now)
+    charges = window.charges
+    resets_at = leaves_at(charges[0][0], window.window_s) if charges else None
+    return WindowState(short, used, to_micro(limit), resets_at, window.window_s)
+
+
+def ratelimit_headers(windows: tuple[WindowState, ...], now: float) -> list[tuple[str, str]]:
     """Anthropic's subscription-style headers: utilization 0-1, reset in unix seconds, status."""
-    headers = {}
+    headers = []
     worst = 0
     for window in windows:
-        names = _HEADER_NAMES[window.short]
-        headers[names[0]] = f"{window.used / window.limit:.4f}"
-        reset = window.resets_at if window.resets_at is not None else math.ceil(now + window.window_s)
-        headers[names[1]] = str(reset)
-        headers[names[2]] = status = window.status
+        utilization, reset, status_name = _HEADER_NAMES[window.short]
+        status = window.status
+        headers += ((utilization, f"{window.used / window.limit:.4f}"), (reset, str(window.reset(now))),
+                    (status_name, status))
         worst = max(worst, _STATUSES.index(status))
-    headers["anthropic-ratelimit-unified-status"] = _STATUSES[worst]
+    headers.append((UNIFIED_STATUS, _STATUSES[worst]))
     return headers
 
 
+UNIFIED_STATUS = "anthropic-ratelimit-unified-status"
 _STATUSES = ("allowed", "allowed_warning", "rejected")  # from best to worst
 _HEADER_NAMES = {short: tuple(f"anthropic-ratelimit-unified-{short}-{part}" for part in ("utilization", "reset", "status"))
                  for _, short, _ in WINDOWS}  # built once, not per response
 
 
-def codex_headers(windows: tuple[WindowState, ...], now: float) -> dict[str, str]:
+def codex_headers(windows: tuple[WindowState, ...], now: float) -> list[tuple[str, str]]:
     """The same two windows as Codex CLI reads them: 5 h primary, 7 d secondary, in percent."""
-    headers = {}
+    headers = []
     for window, name in zip(windows, ("primary", "secondary")):
-        reset = window.resets_at if window.resets_at is not None else math.ceil(now + window.window_s)
-        headers[f"x-codex-{name}-used-percent"] = f"{percent(window.used, window.limit):g}"
-        headers[f"x-codex-{name}-window-minutes"] = str(window.window_s // 60)
-        headers[f"x-codex-{name}-reset-at"] = str(reset)
+        headers += ((f"x-codex-{name}-used-percent", f"{percent(window.used, window.limit):g}"),
+                    (f"x-codex-{name}-window-minutes", str(window.window_s // 60)),
+                    (f"x-codex-{name}-reset-at", str(window.reset(now))))
     return headers
 
 
@@ -161,7 +167,7 @@ class Admission:
     @staticmethod
     def _window_full(window: WindowState, ready: int, now: float, windows: tuple[WindowState, ...]) -> AntexError:
         wait_s = max(1, math.ceil(ready - now))
-        headers = ratelimit_headers(windows, now)
+        headers = dict(ratelimit_headers(windows, now))
         headers[f"anthropic-ratelimit-unified-{window.short}-reset"] = str(ready)
         headers["anthropic-ratelimit-unified-reset"] = str(ready)
         headers["retry-after"] = str(wait_s)

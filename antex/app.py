@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from antex import store, upstream
-from antex.admission import Admission, codex_headers, ratelimit_headers, window_states
+from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, RELAYS, REQUEST_ID, STARTED, STOPPING,
                            UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
@@ -168,26 +168,27 @@ def error_response(request: web.Request, error: AntexError) -> web.Response:
 async def add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
     """On every keyed response: the key's window state; on every API response: Antex's own cost,
     and never a header that carries the operator's upstream key."""
-    if not request.path.startswith("/v1/"):
+    path = request.path
+    if not path.startswith("/v1/"):
         return
+    headers = response.headers
     upstream_key = request.app[UPSTREAM_KEY]
-    for name, value in list(response.headers.items()):
-        if upstream_key and upstream_key in value:  # an upstream header echoing the operator's key
-            del response.headers[name]
+    if upstream_key and upstream_key in "\n".join(headers.values()):  # one scan in C; rarely true
+        for name, value in list(headers.items()):
+            if upstream_key in value:  # an upstream header echoing the operator's key
+                del headers[name]
     key = request.get(KEY)
-    if key is not None:
+    if key is not None and UNIFIED_STATUS not in headers:  # a 429 carries its own
         windows = request.get(WINDOWS) or _windows_now(request.app, key)
         if windows:
             now = request.app[CLOCK]()
-            headers = ratelimit_headers(windows, now)
-            if request.path == RESPONSES_PATH:  # Codex draws its own usage bars from these
-                headers.update(codex_headers(windows, now))
-            for name, value in headers.items():
-                response.headers.setdefault(name, value)
+            headers.extend(ratelimit_headers(windows, now))
+            if path == RESPONSES_PATH:  # Codex draws its own usage bars from these
+                headers.extend(codex_headers(windows, now))
     started = request.get(STARTED)
     if started is not None:
         overhead_ms = (time.perf_counter() - started - request.get(UPSTREAM_S, 0.0)) * 1000
-        response.headers["x-antex-overhead-ms"] = f"{max(overhead_ms, 0.0):.3f}"
+        headers["x-antex-overhead-ms"] = f"{max(overhead_ms, 0.0):.3f}"
 
 
 def _windows_now(app: web.Application, key) -> tuple | None:

@@ -50,9 +50,14 @@ class Limits:
     max_tokens: int
     max_ips: int
     max_concurrent: int
+    # model ID -> allowed: glob matching on every request would cost more than the rest of admission
+    _allowed: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def allows(self, model_id: str) -> bool:
-        return any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.models)
+        allowed = self._allowed.get(model_id)
+        if allowed is None:
+            allowed = self._allowed[model_id] = any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.models)
+        return allowed
 
 
 @dataclass(frozen=True)

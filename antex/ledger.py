@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import orjson
 
@@ -44,9 +44,9 @@ class KeyState:
     version: int = 0  # bumped on every charge; caches derived from the windows key on it
 
 
-@dataclass(frozen=True)
-class Charge:
-    """One settled request, as written to the `events` table."""
+class Charge(NamedTuple):
+    """One settled request, as written to the `events` table (one per request: a NamedTuple is
+    built several times faster than a frozen dataclass)."""
 
     key_id: int
     ts: float
