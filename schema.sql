@@ -78,3 +78,15 @@ CREATE TABLE inflight (
     usage               TEXT                -- JSON usage from message_start, once seen
 );
 ALTER TABLE events ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+
+-- migration 3: journal file
+-- The write-ahead journal moved to an append-only file beside the database (antex/journal.py):
+-- appending a line costs far less than a commit per request. The credit events' transaction
+-- records which journal ids it settled, so a crash between that commit and the journal's
+-- "settled" line charges nobody twice. Rows an older version left in `inflight` are still
+-- settled at the next start; nothing writes that table any more.
+CREATE TABLE journal_settled (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    ids  TEXT NOT NULL   -- JSON list: the journal ids settled by the last committed batch
+);
+INSERT INTO journal_settled (id, ids) VALUES (1, '[]');

@@ -21,6 +21,7 @@ from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, 
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
+from antex.journal import Journal
 from antex.ledger import Ledger
 from antex.routes import chat_completions, dashboard, messages, models, responses, service, usage
 
@@ -66,8 +67,14 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     path = app[CONFIG].server.database
     reader = await store.connect(path)
     writer = await store.connect(path)
+    try:
+        journal = Journal(path)  # DatabaseInUse when another server has this database
+    except BaseException:
+        await writer.close()
+        await reader.close()
+        raise
     app[READER] = store.Store(reader)
-    ledger = app[LEDGER] = Ledger(app[READER], store.Store(writer), app[CLOCK])
+    ledger = app[LEDGER] = Ledger(app[READER], store.Store(writer), journal, app[CLOCK])
     app[ADMISSION] = Admission(app[CONFIG], ledger)
     models = app[CONFIG].models
     await ledger.recover(lambda model_id: models[model_id].rates if model_id in models else None)

@@ -86,6 +86,7 @@ def init(ctx: click.Context, write_config: str | None) -> None:
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the gateway until SIGINT or SIGTERM (then finish streams and flush the ledger)."""
     from antex import server
+    from antex.journal import DatabaseInUse
 
     cfg = load_config(ctx)
     upstream_key = os.environ.get(cfg.upstream.api_key_env, "").strip()
@@ -94,7 +95,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"No upstream API key: set the environment variable {cfg.upstream.api_key_env} to your Anthropic API key "
             f"(the name comes from [upstream] api_key_env).")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server.serve(cfg, upstream_key, host=host or cfg.server.host, port=cfg.server.port if port is None else port)
+    try:
+        server.serve(cfg, upstream_key, host=host or cfg.server.host, port=cfg.server.port if port is None else port)
+    except DatabaseInUse as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # keys

@@ -6,6 +6,7 @@ they translate the request and the answer; each step here is the same for all of
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Awaitable
@@ -24,6 +25,8 @@ from antex.errors import AntexError
 from antex.ledger import Charge, KeyState
 from antex.sse import UsageMeter
 from antex import upstream
+
+log = logging.getLogger("antex.gateway")
 
 READ_CHUNK = 256 * 1024
 CHARS_PER_TOKEN = 4  # for the estimate charged when a stream is cancelled before its final usage
@@ -158,12 +161,11 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_token
     ticket = admission.check_concurrency(key, state)
     call = Call(key, state, model, endpoint, ticket)
     try:
-        call.journal_id = await app[LEDGER].journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
-    except BaseException as exc:
+        call.journal_id = app[LEDGER].journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
+    except OSError:
         ticket.release()
-        if isinstance(exc, TimeoutError):
-            raise AntexError("api_error", "Antex could not record the request in its ledger in time. Try again.") from None
-        raise
+        log.exception("journaling an admitted request failed")
+        raise AntexError("api_error", "Antex could not record the request in its ledger. Try again; if it persists, tell the operator.") from None
     return call
 
 

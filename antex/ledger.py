@@ -2,7 +2,9 @@
 
 SQLite is the durable log, not the hot path. A key's recent charges are loaded once, lazily, then
 kept exact in memory; every settled request is added in memory at once and handed to the writer,
-which commits whatever has piled up in one transaction, so write batches grow with load.
+which commits whatever has piled up in one transaction, so write batches grow with load. Admitted
+requests are journaled in the append-only file of antex/journal.py, which a crash leaves for the
+next start to settle.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import orjson
 
 from antex.config import Rates
 from antex.credits import Usage, micro_credits
-from antex.store import INSERT_EVENT, INSERT_INFLIGHT, UPSERT_IP, Store
+from antex.journal import Journal, OpenRequest, read_open
+from antex.store import INSERT_EVENT, SETTLE_JOURNAL, UPSERT_IP, Store
 from antex.windows import FIVE_HOURS_S, SEVEN_DAYS_S, RollingWindow
 
 log = logging.getLogger("antex.ledger")
@@ -28,8 +31,9 @@ log = logging.getLogger("antex.ledger")
 IP_WINDOW_S = 24 * 3600
 IP_WRITE_EVERY_S = 60  # a known IP's last_seen is persisted at most this often
 WRITE_RETRY_S = 1.0
-JOURNAL_TIMEOUT_S = 10.0  # an admitted request waits at most this long for its journal row
-RIDE_ALONG_S = 0.05  # how long a settled charge may wait for a journal commit to ride along with
+# How long a settled charge may wait to be committed: a crash meanwhile still charges it from the
+# journal (with the usage seen, or an estimate), and waiting makes one commit serve many requests.
+COMMIT_EVERY_S = 0.05
 
 
 @dataclass
@@ -69,21 +73,18 @@ class Charge(NamedTuple):
 class Batch:
     """Writes waiting for the writer, applied in this order in one transaction."""
 
-    journal: list[tuple] = field(default_factory=list)  # inflight rows: requests admitted
-    usage_seen: list[tuple[str, str]] = field(default_factory=list)  # (usage JSON, inflight id)
     events: list[tuple] = field(default_factory=list)  # settled requests...
-    settled: list[tuple[str]] = field(default_factory=list)  # ...and their inflight ids, removed
+    settled: list[str] = field(default_factory=list)  # ...and their journal ids
     ips: list[tuple[int, str, float]] = field(default_factory=list)
     statements: list[tuple[str, tuple]] = field(default_factory=list)
-    waiters: list[asyncio.Future] = field(default_factory=list)  # resolved once committed
-    deadline: asyncio.TimerHandle | None = None  # fails the waiters after JOURNAL_TIMEOUT_S
+    legacy: list[tuple[str]] = field(default_factory=list)  # ids of rows an older version left in `inflight`
 
     def __bool__(self) -> bool:
-        return bool(self.journal or self.usage_seen or self.events or self.settled or self.ips or self.statements)
+        return bool(self.events or self.settled or self.ips or self.statements or self.legacy)
 
     def put_back(self, newer: "Batch") -> "Batch":
         """This (failed) batch, with what arrived since appended: nothing is dropped."""
-        for name in ("journal", "usage_seen", "events", "settled", "ips", "statements", "waiters"):
+        for name in ("events", "settled", "ips", "statements", "legacy"):
             getattr(self, name).extend(getattr(newer, name))
         return self
 
@@ -91,9 +92,10 @@ class Batch:
 class Ledger:
     """Key states (lazily loaded, then exact) and the one writer of SQLite."""
 
-    def __init__(self, reader: Store, writer: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, reader: Store, writer: Store, journal: Journal, clock: Callable[[], float]) -> None:
         self.reader = reader
         self.writer = writer
+        self.journal_file = journal
         self.clock = clock
         self.states: dict[int, KeyState] = {}
         self._loading: dict[int, asyncio.Future[KeyState]] = {}
@@ -137,28 +139,22 @@ class Ledger:
 
     # writing
 
-    async def journal(self, key_id: int, model: str, endpoint: str, estimated_input: int) -> str:
+    def journal(self, key_id: int, model: str, endpoint: str, estimated_input: int) -> str:
         """Record an admitted request before it goes upstream; returns its journal id.
 
-        Waits for the commit (batched with every other write pending), so a crash at any later
-        moment leaves a row that the next start settles.
+        Written through at once (see antex/journal.py), so a crash at any later moment leaves an
+        entry the next start settles. Raises OSError when the journal cannot be written.
         """
         journal_id = f"{self._boot}-{next(self._journal_ids)}"
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        batch = self._batch
-        if not batch.waiters:  # one timer per batch, not one per request
-            batch.deadline = loop.call_later(JOURNAL_TIMEOUT_S, _time_out, batch.waiters)
-        batch.journal.append((journal_id, key_id, self.clock(), model, endpoint, estimated_input))
-        batch.waiters.append(done)
-        self._kick()
-        await done  # TimeoutError from the batch's deadline; cancelled with the request (then skipped)
+        self.journal_file.admitted(journal_id, key_id, self.clock(), model, endpoint, estimated_input)
         return journal_id
 
     def usage_seen(self, journal_id: str, usage: dict) -> None:
         """Remember a stream's first usage, so a crash mid-stream still charges what it knew."""
-        self._batch.usage_seen.append((orjson.dumps(usage).decode(), journal_id))
-        self._kick_soon()
+        try:
+            self.journal_file.usage_seen(journal_id, usage)
+        except OSError:  # the request is journaled already; a crash would charge an estimate
+            log.exception("journaling the usage seen failed")
 
     def charge(self, state: KeyState, charge: Charge, journal_id: str | None = None) -> None:
         """Count a settled request now, and queue it (and its journal row's removal) for the writer."""
@@ -168,7 +164,7 @@ class Ledger:
             state.version += 1
         self._batch.events.append(charge.row())
         if journal_id is not None:
-            self._batch.settled.append((journal_id,))
+            self._batch.settled.append(journal_id)
         self._kick_soon()
 
     def seen_ip(self, key_id: int, state: KeyState, ip: str, now: float) -> None:
@@ -188,35 +184,35 @@ class Ledger:
         self._wake.set()
 
     def _kick_soon(self) -> None:
-        """Wake the writer within RIDE_ALONG_S, or sooner with the next journal row.
-
-        Settled charges are not urgent (their journal row already makes them crash-safe), and
-        under load a request is admitted every few milliseconds: they ride along with its
-        commit, which halves the commits (and their thread round trips) per request.
-        """
+        """Wake the writer within COMMIT_EVERY_S: settled charges are safe in the journal until
+        then, and under load one commit then carries every request settled meanwhile."""
         self._idle.clear()
         if self._soon is None and not self._wake.is_set():
-            self._soon = asyncio.get_running_loop().call_later(RIDE_ALONG_S, self._wake.set)
+            self._soon = asyncio.get_running_loop().call_later(COMMIT_EVERY_S, self._wake.set)
 
     async def recover(self, rates_of: Callable[[str], Rates | None]) -> int:
         """Settle the requests a crash left open; returns how many. Run before serving."""
-        rows = await self.reader.inflight()
-        if not rows:
-            return 0
-        now = self.clock()
-        for journal_id, key_id, model, endpoint, estimated_input, usage_json in rows:
-            seen = orjson.loads(usage_json) if usage_json else None
-            usage = Usage.from_anthropic(seen) if seen else Usage(input_tokens=estimated_input)
-            rates = rates_of(model)
-            self._batch.events.append(Charge(
-                key_id=key_id, ts=now, model=model, endpoint=endpoint, usage=usage,
-                micro_credits=micro_credits(usage, rates) if rates else 0, request_id=None,
-                outcome="interrupted", estimated=seen is None).row())
-            self._batch.settled.append((journal_id,))
-        log.warning("settled %d requests left open by an earlier stop", len(rows))
-        batch, self._batch = self._batch, Batch()
-        await self._commit(batch)
-        return len(rows)
+        left = read_open(self.journal_file.path, await self.reader.last_settled())
+        legacy = await self.reader.inflight()
+        left += [OpenRequest(journal_id, key_id, model, endpoint, estimated, orjson.loads(usage) if usage else None)
+                 for journal_id, key_id, model, endpoint, estimated, usage in legacy]
+        if left:
+            now = self.clock()
+            for request in left:
+                seen = request.usage
+                usage = Usage.from_anthropic(seen) if seen else Usage(input_tokens=request.estimated_input)
+                rates = rates_of(request.model)
+                self._batch.events.append(Charge(
+                    key_id=request.key_id, ts=now, model=request.model, endpoint=request.endpoint, usage=usage,
+                    micro_credits=micro_credits(usage, rates) if rates else 0, request_id=None,
+                    outcome="interrupted", estimated=not seen).row())
+                self._batch.settled.append(request.id)
+            self._batch.legacy += [(row[0],) for row in legacy]
+            log.warning("settled %d requests left open by an earlier stop", len(left))
+            batch, self._batch = self._batch, Batch()
+            await self._commit(batch)
+        self.journal_file.rewrite()  # whatever the old file held is settled now
+        return len(left)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="antex-ledger-writer")
@@ -240,21 +236,21 @@ class Ledger:
                 await asyncio.sleep(WRITE_RETRY_S)
                 self._wake.set()
                 continue
-            if batch.deadline is not None:
-                batch.deadline.cancel()
-            for waiter in batch.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
             if not self._batch:
                 self._idle.set()
 
     async def _commit(self, batch: Batch) -> None:
         # The whole transaction is one call on the writer connection's thread: each await on
         # aiosqlite is a round trip between threads (two GIL hand-offs and a loop wake-up), and
-        # a statement per await made a commit cycle five of them, which every journaled
-        # request waited for.
+        # a statement per await made a commit cycle five of them.
         conn = self.writer.conn
         await conn._execute(_apply, conn._conn, batch)
+        try:
+            self.journal_file.settled(batch.settled)
+        except OSError:
+            # journal_settled holds these ids until the next commit, which carries them again.
+            log.exception("journaling %d settled requests failed", len(batch.settled))
+            self._batch.settled[:0] = batch.settled
 
     async def flush(self) -> None:
         """Wait until every write handed in so far is committed."""
@@ -265,6 +261,7 @@ class Ledger:
     async def close(self) -> None:
         """Flush, then stop the writer: nothing settled is lost on a graceful stop."""
         if self._task is None:
+            self.journal_file.close()
             return
         if not self._task.done():
             await self.flush()
@@ -277,26 +274,19 @@ class Ledger:
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
-
-
-def _time_out(waiters: list[asyncio.Future]) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError("the ledger did not commit in time"))
+        self.journal_file.close()
 
 
 def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
     """Write `batch` in one transaction, on the writer connection's own thread."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if batch.journal:
-            conn.executemany(INSERT_INFLIGHT, batch.journal)
-        if batch.usage_seen:
-            conn.executemany("UPDATE inflight SET usage = ? WHERE id = ?", batch.usage_seen)
         if batch.events:
             conn.executemany(INSERT_EVENT, batch.events)
         if batch.settled:
-            conn.executemany("DELETE FROM inflight WHERE id = ?", batch.settled)
+            conn.execute(SETTLE_JOURNAL, (orjson.dumps(batch.settled).decode(),))
+        if batch.legacy:
+            conn.executemany("DELETE FROM inflight WHERE id = ?", batch.legacy)
         if batch.ips:
             conn.executemany(UPSERT_IP, batch.ips)
         for sql, params in batch.statements:

@@ -105,8 +105,7 @@ KEY_COLUMNS = "id, name, prefix, hash, plan, limits, status, status_reason, crea
 EVENT_COLUMNS = ("key_id", "ts", "model", "endpoint", "input_tokens", "output_tokens", "cache_write_5m_tokens",
                  "cache_write_1h_tokens", "cache_read_tokens", "micro_credits", "request_id", "outcome", "estimated")
 INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-INSERT_INFLIGHT = ("INSERT INTO inflight (id, key_id, started_at, model, endpoint, estimated_input) "
-                   "VALUES (?, ?, ?, ?, ?, ?)")
+SETTLE_JOURNAL = "UPDATE journal_settled SET ids = ? WHERE id = 1"
 UPSERT_IP = ("INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?, ?, ?) "
              "ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)")
 
@@ -193,8 +192,14 @@ class Store:
                 yield dict(zip(("id", *EVENT_COLUMNS, "key_name"), row))
 
     async def inflight(self) -> list[tuple]:
-        """Journaled requests never settled: (id, key_id, model, endpoint, estimated_input, usage JSON)."""
+        """Requests an older Antex journaled in SQLite and never settled:
+        (id, key_id, model, endpoint, estimated_input, usage JSON)."""
         return await self._all("SELECT id, key_id, model, endpoint, estimated_input, usage FROM inflight ORDER BY started_at")
+
+    async def last_settled(self) -> list[str]:
+        """The journal ids the last committed batch of credit events settled."""
+        row = await self._one("SELECT ids FROM journal_settled WHERE id = 1")
+        return orjson.loads(row[0]) if row else []
 
     # client IPs
 

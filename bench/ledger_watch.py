@@ -22,6 +22,7 @@ from antex.app import make_app
 from antex.appkeys import LEDGER
 from antex.config import load
 from antex.credits import Usage
+from antex.journal import Journal
 from antex.ledger import Charge, Ledger
 from bench.probe import percentile
 
@@ -62,7 +63,7 @@ def serve(args: argparse.Namespace) -> None:
 async def capacity(args: argparse.Namespace) -> dict:
     reader = await store.connect(args.database)
     writer = await store.connect(args.database)
-    ledger = Ledger(store.Store(reader), store.Store(writer), time.time)
+    ledger = Ledger(store.Store(reader), store.Store(writer), Journal(args.database), time.time)
     ledger.start()
     state = await ledger.state(args.key_id)
     usage = Usage(25, 12)

@@ -6,7 +6,7 @@ stream or not through all three doors, some hanging up mid-stream. At the end it
 - zero unexplained errors: every answer is a success, or an error in the door's own shape, or a
   stream that ends with its door's error event;
 - RSS flat: the last sample within 20 % of the first after warm-up;
-- every request the upstream served has exactly one credit event, and no journal row is left.
+- every request the upstream served has exactly one credit event, and no journal entry is left open.
 The figures are written into bench/RESULTS.md (the "Soak" section).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from antex import journal
 from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
 from tests.processes import clean_env, free_port, stop
 
@@ -144,7 +145,8 @@ async def soak(clients: int, seconds: float, faults: float, hang_up_share: float
         await fake.close()
     db = sqlite3.connect(database)
     events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    left_open = db.execute("SELECT COUNT(*) FROM inflight").fetchone()[0]
+    settled = orjson.loads(db.execute("SELECT ids FROM journal_settled").fetchone()[0])
+    left_open = len(journal.read_open(journal.path_for(str(database)), settled))
     outcomes = dict(db.execute("SELECT outcome, COUNT(*) FROM events GROUP BY outcome").fetchall())
     warm = [mb for at, mb in samples if at >= min(30, seconds / 3)] or [mb for _, mb in samples]
     return {
@@ -176,7 +178,7 @@ def verdicts(r: dict) -> list[tuple[str, bool]]:
         ("zero unexplained errors", not r["unexplained"]),
         ("RSS flat (last within 20 % of first after warm-up)", r["rss_last_mb"] <= r["rss_first_mb"] * 1.2),
         ("every request the upstream served has one credit event", r["events"] == r["upstream_served"]),
-        ("no journal row left open", r["left_open"] == 0),
+        ("no journal entry left open", r["left_open"] == 0),
         ("graceful stop exits 0", r["exit_code"] == 0),
     ]
 

@@ -136,8 +136,9 @@ async def make_gateway(
 ) -> GatewayFactory:
     """Start a gateway with config overrides per section, e.g. make_gateway(server={...})."""
 
-    async def start(**sections: dict[str, Any]) -> Gateway:
-        config = build_config(tmp_path / "antex.db", fake_upstream.url, **sections)
+    async def start(database: str = "antex.db", **sections: dict[str, Any]) -> Gateway:
+        """One server per database (a second is refused): give a second gateway its own `database`."""
+        config = build_config(tmp_path / database, fake_upstream.url, **sections)
         app = make_app(config, upstream_key=DEFAULT_API_KEY, clock=clock)
         server = await aiohttp_server(app)
         return Gateway(app, str(server.make_url("")).rstrip("/"), config, fake_upstream, clock)

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
-from antex import store
+from antex import journal, store
 from antex.app import make_app
+from antex.appkeys import LEDGER
 from tests.conftest import ROOT, build_config, insert_key, sample_body
 from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
 from tests.fake_replies import text_reply
@@ -51,6 +53,11 @@ class Served:
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
         raise AssertionError("antex serve did not come up:\n" + self.log.read_text())
+
+    def left_open(self) -> list[journal.OpenRequest]:
+        """The requests the journal file holds open, as the next start will read them."""
+        settled = orjson.loads(self.rows("SELECT ids FROM journal_settled")[0][0])
+        return journal.read_open(journal.path_for(str(self.database)), settled)
 
     def rows(self, sql: str) -> list[tuple]:
         db = sqlite3.connect(self.database)
@@ -108,7 +115,8 @@ async def test_sigkill_under_load_then_restart_accounts_for_every_request(served
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(timeout=10)
     await asyncio.gather(*clients)
-    assert server.rows("SELECT COUNT(*) FROM inflight") == [(count,)]  # the journal survived the crash
+    left = server.left_open()  # the journal survived the crash
+    assert len(left) == count and all(request.usage and request.usage["input_tokens"] == 77 for request in left)
 
     await server.start()  # the next start settles what the crash left open
     stop(server.proc)
@@ -119,25 +127,54 @@ async def test_sigkill_under_load_then_restart_accounts_for_every_request(served
     # Usage seen in message_start before the crash is what is charged; nothing was guessed.
     assert {(row[1], row[2]) for row in events} == {(0, 77)}
     assert all(row[3] > 0 for row in events)
-    assert server.rows("SELECT COUNT(*) FROM inflight") == [(0,)]
+    assert server.left_open() == []
+    assert Path(journal.path_for(str(server.database))).stat().st_size == 0  # a clean stop leaves it empty
 
 
-async def test_recovery_estimates_requests_whose_usage_was_never_seen(tmp_path: Path, aiohttp_server, fake) -> None:
+async def test_recovery_charges_exactly_the_requests_left_open(tmp_path: Path, aiohttp_server, fake) -> None:
+    """What a crash can leave: requests admitted and never settled (with or without the usage of
+    their message_start), settled ones, one whose credit event was committed but whose "settled"
+    line was never written, a line cut short, and a row an older Antex left in its SQLite journal."""
     database = tmp_path / "antex.db"
     key = await insert_key(str(database), "alice", "pro")
     conn = await store.connect(str(database))
     await conn.execute("INSERT INTO inflight (id, key_id, started_at, model, endpoint, estimated_input) "
-                       "VALUES ('x-1', 1, 0, 'claude-opus-4-6', '/v1/messages', 1000)")
+                       "VALUES ('old-1', 1, 0, 'claude-haiku-4-5', '/v1/messages', 10)")
+    await conn.execute("UPDATE journal_settled SET ids = '[\"b-4\"]'")
     await conn.close()
+    lines = [
+        ["a", "b-1", 1, 1.0, "claude-opus-4-6", "/v1/messages", 1000],  # usage never seen: estimated
+        ["a", "b-2", 1, 2.0, "claude-sonnet-4-6", "/v1/chat/completions", 50],
+        ["u", "b-2", {"input_tokens": 40, "output_tokens": 1}],  # usage seen: charged as seen
+        ["a", "b-3", 1, 3.0, "claude-sonnet-4-6", "/v1/messages", 50],
+        ["a", "b-4", 1, 4.0, "claude-sonnet-4-6", "/v1/messages", 50],
+        ["s", ["b-3"]],  # settled; b-4's event was committed (journal_settled) before its line
+    ]
+    Path(journal.path_for(str(database))).write_bytes(
+        b"".join(orjson.dumps(line) + b"\n" for line in lines) + b'["a", "b-5", 1, 5.0, "claude-')
     app = make_app(build_config(database, fake.url), upstream_key=DEFAULT_API_KEY)
     server = await aiohttp_server(app)
     async with aiohttp.ClientSession() as http:
         async with http.get(str(server.make_url("/v1/usage")), headers={"x-api-key": key}) as resp:
             usage = await resp.json()
-    # 1000 estimated input tokens on Opus (500 credits/MTok) = 0.5 credits of pro's 2000 per 5 h.
-    assert usage["five_hour"]["used_percent"] == 0.02
     db = sqlite3.connect(database)
-    assert db.execute("SELECT outcome, estimated, input_tokens FROM events").fetchall() == [("interrupted", 1, 1000)]
+    assert sorted(db.execute("SELECT endpoint, model, outcome, estimated, input_tokens FROM events").fetchall()) == [
+        ("/v1/chat/completions", "claude-sonnet-4-6", "interrupted", 0, 40),
+        ("/v1/messages", "claude-haiku-4-5", "interrupted", 1, 10),
+        ("/v1/messages", "claude-opus-4-6", "interrupted", 1, 1000),
+    ]
+    assert db.execute("SELECT COUNT(*) FROM inflight").fetchone() == (0,)
+    assert journal.read_open(journal.path_for(str(database))) == []  # settled, and rewritten empty
+    # Opus 1000 x 500 + Sonnet (40 x 300 + 1 x 1500) + Haiku 10 x 100 credits/MTok = 0.5145 of pro's 2000 per 5 h.
+    assert usage["five_hour"]["used_percent"] == 0.02
+
+
+async def test_a_second_server_on_the_same_database_is_refused(tmp_path: Path, aiohttp_server, fake) -> None:
+    """It would settle the first one's running requests as crashed: one server per database."""
+    database = tmp_path / "antex.db"
+    await aiohttp_server(make_app(build_config(database, fake.url), upstream_key=DEFAULT_API_KEY))
+    with pytest.raises(journal.DatabaseInUse, match="Another Antex server is already using"):
+        await aiohttp_server(make_app(build_config(database, fake.url), upstream_key=DEFAULT_API_KEY))
 
 
 async def test_sigterm_lets_running_streams_finish_and_exits_zero(served, fake: FakeAnthropic) -> None:
@@ -176,7 +213,7 @@ async def test_sigterm_cuts_streams_past_the_grace_period_and_settles_them(serve
     body, _ = await running
     assert b"event: message_stop" not in body
     assert server.rows("SELECT outcome, input_tokens FROM events") == [("interrupted", 55)]
-    assert server.rows("SELECT COUNT(*) FROM inflight") == [(0,)]
+    assert server.left_open() == []
 
 
 async def test_two_requests_racing_on_the_last_percent_are_both_charged(make_gateway) -> None:
@@ -232,3 +269,20 @@ async def test_cli_writes_while_the_server_writes_never_lock(served, fake: FakeA
     stop(server.proc)
     assert "database is locked" not in server.log.read_text()
     assert server.rows("SELECT COUNT(*) FROM events") == [(160,)]
+
+
+async def test_a_journal_that_cannot_be_written_refuses_the_request(make_gateway, monkeypatch) -> None:
+    """Nothing goes upstream unjournaled: a full disk is a clear 500, and the slot is freed."""
+    gateway = await make_gateway()
+    key = await gateway.create_key("alice", max_concurrent=1)
+
+    def disk_full(*args) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gateway.app[LEDGER].journal_file, "admitted", disk_full)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # the second would be refused for concurrency if the first kept its slot
+            async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+                assert resp.status == 500
+                assert (await resp.json())["error"]["type"] == "api_error"
+    assert gateway.fake.requests == []

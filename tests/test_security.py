@@ -82,7 +82,8 @@ async def test_keys_are_stored_and_looked_up_by_hash_only(gateway: Gateway) -> N
 
 def database_files(gateway: Gateway) -> list[Path]:
     database = Path(gateway.database)
-    return [path for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")) if path.exists()]
+    return [path for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-inflight"))
+            if path.exists()]
 
 
 # credentials never leave: not upstream, not in a response, not in a log, not in the database
@@ -166,10 +167,10 @@ async def test_no_key_in_any_response_log_database_or_cli_output(
     await wire.send("POST", "/v1/messages", key, sample_body())
     assert (await wire.send("POST", "/v1/messages", key, sample_body()))[0] == 429
 
-    unreachable = await make_gateway(upstream={"base_url": "http://127.0.0.1:9"})
-    await unreachable.app[KEYS].refresh()
+    unreachable = await make_gateway("unreachable.db", upstream={"base_url": "http://127.0.0.1:9"})
+    elsewhere = await unreachable.create_key("carol", plan="starter")
     wire.url = unreachable.url
-    assert (await wire.send("POST", "/v1/messages", starter, sample_body()))[0] == 502
+    assert (await wire.send("POST", "/v1/messages", elsewhere, sample_body()))[0] == 502
 
     # What the operator runs: the CLI, on the same database.
     config = tmp_path / "antex.toml"
@@ -185,14 +186,14 @@ async def test_no_key_in_any_response_log_database_or_cli_output(
 
     logged = "\n".join(logging.Formatter("%(name)s %(levelname)s %(message)s").format(r) for r in caplog.records)
     assert "antex.upstream" in logged and "aiohttp.access" in logged  # the logs were really captured
-    for secret in (key, starter, near_miss, DEFAULT_API_KEY):
+    for secret in (key, starter, near_miss, elsewhere, DEFAULT_API_KEY):
         assert secret not in logged, secret
         for path in database_files(gateway):
             assert secret.encode() not in path.read_bytes(), (secret, path)
         for output in printed:
             assert secret not in output
     for what, status, written in wire.answers:
-        for secret in (key, starter, DEFAULT_API_KEY):
+        for secret in (key, starter, elsewhere, DEFAULT_API_KEY):
             assert secret.encode() not in written, (what, status, written[:500])
     # The echoed key came back redacted, and the rest of the upstream error with it.
     upstream_401 = [written for what, status, written in wire.answers if status == 401 and b"[redacted]" in written]

@@ -1,0 +1,165 @@
+"""The write-ahead journal of admitted requests: an append-only file beside the database.
+
+Every admitted request is appended before it goes upstream: one `os.write` on the event loop,
+with no commit to wait for and no thread to hop to, which made the SQLite journal the largest
+cost Antex added to a request. A completed write sits in the OS page cache, so a SIGKILL cannot
+lose it: the same promise SQLite's WAL gives the credit events with `synchronous = NORMAL`
+(neither survives a power cut unflushed). Lines, one JSON array each:
+
+    ["a", "18f3c2d4e5a-7", 3, 1764072000.25, "claude-sonnet-4-5", "/v1/messages", 120]   admitted
+    ["u", "18f3c2d4e5a-7", {"input_tokens": 120, "output_tokens": 1}]                     usage seen
+    ["s", ["18f3c2d4e5a-7", "18f3c2d4e5a-9"]]                                             settled
+
+A request is settled once its credit event is committed: the ledger writes its `s` line right
+after each commit, and the same transaction stores that batch's ids in `journal_settled`, so a
+crash between the commit and the `s` line is no double charge. Whatever is left open at the next
+start was cut by the crash and is charged then. The file is rewritten with only the open
+requests when it grows past ROTATE_BYTES, and emptied on a clean stop.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import orjson
+
+ROTATE_BYTES = 4 * 1024 * 1024
+
+
+def path_for(database: str) -> str:
+    return database + "-inflight"
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """A request admitted but never settled: what recovery needs to charge it."""
+
+    id: str
+    key_id: int
+    model: str
+    endpoint: str
+    estimated_input: int
+    usage: dict | None  # from message_start, when the stream got that far
+
+
+def read_open(path: str, settled: Iterable[str] = ()) -> list[OpenRequest]:
+    """The requests `path` leaves open, minus `settled` (the last committed batch's ids).
+
+    A line cut short by a crash (the last one) or otherwise unreadable is skipped.
+    """
+    try:
+        with open(path, "rb") as file:
+            lines = file.read().split(b"\n")
+    except FileNotFoundError:
+        return []
+    admitted: dict[str, list] = {}
+    usage: dict[str, dict] = {}
+    for line in lines:
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(entry, list) or not entry:
+            continue
+        kind = entry[0]
+        if kind == "a" and len(entry) == 7:
+            admitted[entry[1]] = entry
+        elif kind == "u" and len(entry) == 3 and isinstance(entry[2], dict):
+            usage.setdefault(entry[1], entry[2])
+        elif kind == "s" and len(entry) == 2 and isinstance(entry[1], list):
+            for journal_id in entry[1]:
+                admitted.pop(journal_id, None)
+    for journal_id in settled:
+        admitted.pop(journal_id, None)
+    return [OpenRequest(journal_id, key_id, model, endpoint, estimated, usage.get(journal_id))
+            for _, journal_id, key_id, _, model, endpoint, estimated in admitted.values()]
+
+
+class DatabaseInUse(RuntimeError):
+    """Another Antex server holds this database (and so its journal)."""
+
+
+class Journal:
+    """The open journal file of a running server; every method runs on the event loop."""
+
+    def __init__(self, database: str) -> None:
+        self.path = path_for(database)
+        # One server per database: a second one would settle the first one's live requests as
+        # crashed. The lock is on the database file, which (unlike the journal) is never replaced.
+        self._lock = os.open(database, os.O_RDONLY)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise DatabaseInUse(f"Another Antex server is already using {database}. Stop it first, or give this one "
+                                f"its own database.") from None
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self._open: dict[str, list[bytes]] = {}  # journal id -> its lines, for rewriting the file
+
+    def admitted(self, journal_id: str, key_id: int, started_at: float, model: str, endpoint: str,
+                 estimated_input: int) -> None:
+        """Record a request before it goes upstream; raises OSError (e.g. a full disk)."""
+        line = orjson.dumps(("a", journal_id, key_id, started_at, model, endpoint, estimated_input)) + b"\n"
+        self._append(line)
+        self._open[journal_id] = [line]
+
+    def usage_seen(self, journal_id: str, usage: dict) -> None:
+        lines = self._open.get(journal_id)
+        if lines is None:
+            return
+        line = orjson.dumps(("u", journal_id, usage)) + b"\n"
+        self._append(line)
+        lines.append(line)
+
+    def settled(self, journal_ids: list[str]) -> None:
+        """These requests' credit events are committed: they are no longer open."""
+        if not journal_ids:
+            return
+        for journal_id in journal_ids:
+            self._open.pop(journal_id, None)
+        self._append(orjson.dumps(("s", journal_ids)) + b"\n")
+        if self._size > ROTATE_BYTES:
+            self.rewrite()
+
+    def rewrite(self) -> None:
+        """Replace the file with one holding only the open requests (atomically: a crash leaves
+        either the old file or the new one)."""
+        temporary = self.path + ".new"
+        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            data = b"".join(line for lines in self._open.values() for line in lines)
+            if data:
+                _write_all(fd, data)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(self._fd)
+        self._fd, self._size = fd, len(data)
+
+    def close(self) -> None:
+        """Stop journaling; an empty journal is left empty (nothing was open at a clean stop)."""
+        if self._fd < 0:
+            return
+        if not self._open and self._size:
+            self.rewrite()
+        os.close(self._fd)
+        os.close(self._lock)  # releases the database lock
+        self._fd = self._lock = -1
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def _append(self, line: bytes) -> None:
+        _write_all(self._fd, line)
+        self._size += len(line)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    while written < len(data):  # a short write (rare: a signal, a nearly full disk)
+        written += os.write(fd, data[written:])

@@ -1,0 +1,74 @@
+"""antex.journal: the append-only file of admitted requests, read back as a crash leaves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from antex import journal
+from antex.journal import Journal, OpenRequest, read_open
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    path = tmp_path / "antex.db"
+    path.touch()
+    return str(path)
+
+
+def admit(file: Journal, journal_id: str, estimated: int = 10) -> None:
+    file.admitted(journal_id, 1, 1764072000.5, "claude-sonnet-4-6", "/v1/messages", estimated)
+
+
+def test_what_is_admitted_stays_open_until_settled(database: str) -> None:
+    file = Journal(database)
+    admit(file, "b-1")
+    admit(file, "b-2", estimated=20)
+    file.usage_seen("b-2", {"input_tokens": 9})
+    file.usage_seen("b-9", {"input_tokens": 1})  # never admitted here: ignored
+    file.settled(["b-1"])
+    # Read as a crash would leave it: the file alone, without a clean close.
+    assert read_open(file.path) == [OpenRequest("b-2", 1, "claude-sonnet-4-6", "/v1/messages", 20, {"input_tokens": 9})]
+    assert read_open(file.path, settled=["b-2"]) == []  # committed, its line not yet written
+    assert file.open_count == 1
+    file.close()
+
+
+def test_the_file_is_rewritten_with_only_open_requests_past_its_size(database: str, monkeypatch) -> None:
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 2000)
+    file = Journal(database)
+    admit(file, "keep")
+    file.usage_seen("keep", {"input_tokens": 3})
+    for n in range(40):
+        admit(file, f"done-{n}")
+        file.settled([f"done-{n}"])
+    size = Path(file.path).stat().st_size
+    assert size < 2000 + 200  # rewritten on the way, not grown to 40 requests' worth
+    assert read_open(file.path) == [OpenRequest("keep", 1, "claude-sonnet-4-6", "/v1/messages", 10, {"input_tokens": 3})]
+    admit(file, "after")  # still appending to the new file
+    assert [request.id for request in read_open(file.path)] == ["keep", "after"]
+    file.close()
+    assert [request.id for request in read_open(file.path)] == ["keep", "after"]  # open requests survive a stop
+
+
+def test_a_clean_stop_with_nothing_open_leaves_it_empty(database: str) -> None:
+    file = Journal(database)
+    admit(file, "b-1")
+    file.settled(["b-1"])
+    file.close()
+    assert Path(file.path).read_bytes() == b""
+
+
+def test_damaged_lines_are_skipped(database: str) -> None:
+    Path(journal.path_for(database)).write_bytes(
+        b'["a","b-1",1,1.0,"m","/v1/messages",5]\nnot json\n[]\n{"a":1}\n["s","b-1"]\n["u","b-1",5]\n["a","b-2",1,2.0')
+    assert read_open(journal.path_for(database)) == [OpenRequest("b-1", 1, "m", "/v1/messages", 5, None)]
+
+
+def test_one_server_per_database(database: str) -> None:
+    first = Journal(database)
+    with pytest.raises(journal.DatabaseInUse):
+        Journal(database)
+    first.close()
+    Journal(database).close()  # free again once the first has stopped
