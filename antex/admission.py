@@ -14,7 +14,7 @@ from antex.config import Config, Model
 from antex.credits import to_micro
 from antex.errors import AntexError
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger
-from antex.windows import WINDOWS, RollingWindow, available_at, format_wait, leaves_at, percent, status_for
+from antex.windows import RollingWindow, available_at, format_wait, leaves_at, percent, status_for
 
 SHOULD_NOT_RETRY_AFTER_S = 60
 WINDOW_TITLES = {"5h": "5-hour", "7d": "weekly (7-day)"}
@@ -52,34 +52,36 @@ def _window_state(short: str, window: RollingWindow, limit: float, now: float) -
     return WindowState(short, used, to_micro(limit), resets_at, window.window_s)
 
 
-def ratelimit_headers(windows: tuple[WindowState, ...], now: float) -> list[tuple[str, str]]:
-    """Anthropic's subscription-style headers: utilization 0-1, reset in unix seconds, status."""
-    headers = []
-    worst = 0
-    for window in windows:
-        utilization, reset, status_name = _HEADER_NAMES[window.short]
-        status = window.status
-        headers += ((utilization, f"{window.used / window.limit:.4f}"), (reset, str(window.reset(now))),
-                    (status_name, status))
-        worst = max(worst, _STATUSES.index(status))
-    headers.append((UNIFIED_STATUS, _STATUSES[worst]))
-    return headers
+def ratelimit_headers(windows: tuple[WindowState, WindowState], now: float) -> list[tuple[str, str]]:
+    """Anthropic's subscription-style headers: utilization 0-1, reset in unix seconds, status.
+
+    Written out for the two windows rather than looped: this runs for every response."""
+    five, seven = windows
+    five_status, seven_status = five.status, seven.status
+    return [
+        (_FIVE_HOUR[0], f"{five.used / five.limit:.4f}"), (_FIVE_HOUR[1], str(five.reset(now))), (_FIVE_HOUR[2], five_status),
+        (_SEVEN_DAY[0], f"{seven.used / seven.limit:.4f}"), (_SEVEN_DAY[1], str(seven.reset(now))), (_SEVEN_DAY[2], seven_status),
+        (UNIFIED_STATUS, five_status if _RANK[five_status] >= _RANK[seven_status] else seven_status),
+    ]
 
 
 UNIFIED_STATUS = "anthropic-ratelimit-unified-status"
-_STATUSES = ("allowed", "allowed_warning", "rejected")  # from best to worst
-_HEADER_NAMES = {short: tuple(f"anthropic-ratelimit-unified-{short}-{part}" for part in ("utilization", "reset", "status"))
-                 for _, short, _ in WINDOWS}  # built once, not per response
+_RANK = {"allowed": 0, "allowed_warning": 1, "rejected": 2}  # from best to worst
+_FIVE_HOUR, _SEVEN_DAY = (tuple(f"anthropic-ratelimit-unified-{short}-{part}" for part in ("utilization", "reset", "status"))
+                          for short in ("5h", "7d"))
 
 
-def codex_headers(windows: tuple[WindowState, ...], now: float) -> list[tuple[str, str]]:
+def codex_headers(windows: tuple[WindowState, WindowState], now: float) -> list[tuple[str, str]]:
     """The same two windows as Codex CLI reads them: 5 h primary, 7 d secondary, in percent."""
     headers = []
-    for window, name in zip(windows, ("primary", "secondary")):
-        headers += ((f"x-codex-{name}-used-percent", f"{percent(window.used, window.limit):g}"),
-                    (f"x-codex-{name}-window-minutes", str(window.window_s // 60)),
-                    (f"x-codex-{name}-reset-at", str(window.reset(now))))
+    for window, (used_percent, minutes, reset_at) in zip(windows, _CODEX_NAMES):
+        headers += ((used_percent, f"{percent(window.used, window.limit):g}"), (minutes, str(window.window_s // 60)),
+                    (reset_at, str(window.reset(now))))
     return headers
+
+
+_CODEX_NAMES = tuple(tuple(f"x-codex-{name}-{part}" for part in ("used-percent", "window-minutes", "reset-at"))
+                     for name in ("primary", "secondary"))
 
 
 class Ticket:
