@@ -153,7 +153,8 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_token
     admission = app[ADMISSION]
     admission.check_max_tokens(key, max_tokens)
     now = app[CLOCK]()
-    state = await app[LEDGER].state(key.id)
+    ledger = app[LEDGER]
+    state = ledger.states.get(key.id) or await ledger.state(key.id)  # loaded once, then no await
     ip = client_ip(request.remote, request.headers, app[CONFIG].server.trusted_proxies)
     admission.check_ip(key, state, ip, now)
     windows = admission.check_windows(key, state, now)
@@ -161,7 +162,7 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_token
     ticket = admission.check_concurrency(key, state)
     call = Call(key, state, model, endpoint, ticket)
     try:
-        call.journal_id = app[LEDGER].journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
+        call.journal_id = ledger.journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
     except OSError:
         ticket.release()
         log.exception("journaling an admitted request failed")

@@ -88,6 +88,8 @@ def markdown(sections: list[tuple[str, list[Row]]], notes: list[str], settings: 
         "",
         "Produced by `make bench` (`python -m bench`); every figure is from the same run, and every",
         "comparison is against the bare aiohttp pass-through (`bench/bare_proxy.py`) measured in that run.",
+        "Load ratios are the median over rounds of each round's ratio (bare and Antex run back to back in",
+        "every round), so a slow spell on a shared machine cannot tilt them; absolute figures are totals.",
         "",
         f"- Date: {info['date']}",
         f"- Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}",
