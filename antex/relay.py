@@ -17,10 +17,12 @@ from aiohttp import web
 
 from antex import gateway
 from antex.appkeys import CONFIG
-from antex.sse import DELTA_ENVELOPE_BYTES, MalformedStream, SSEReader, UsageMeter
+from antex.sse import DELTA_ENVELOPE_BYTES, DELTA_FRAME, MalformedStream, SSEReader, UsageMeter, parse
 
 log = logging.getLogger("antex.relay")
 
+DELTA_HEAD_BYTES = len(DELTA_FRAME)
+DELTA_FRAME_BYTES = DELTA_HEAD_BYTES + DELTA_ENVELOPE_BYTES  # the frame's bytes that are not generated text
 STALLED = "The upstream API stalled mid-stream and was abandoned. Try again."
 BROKEN = "The upstream API broke off the stream. Try again."
 MALFORMED = "The upstream API sent a malformed stream. Try again."
@@ -56,9 +58,14 @@ class PassThrough:
         return chunk
 
     def observe(self, chunk: bytes) -> None:
-        observe = self.meter.observe
-        for event, data in self._reader.feed(chunk):
-            observe(event, data)
+        meter = self.meter
+        for raw in self._reader.frames(chunk):
+            if raw.startswith(DELTA_FRAME):  # nearly every frame: only its size counts (see UsageMeter.observe)
+                meter.streamed_chars += max(len(raw) - DELTA_FRAME_BYTES, 1)
+                continue
+            frame = parse(raw)
+            if frame is not None:
+                meter.observe(*frame)
 
     def close(self) -> bytes:
         return b""
@@ -81,7 +88,14 @@ class Translated:
     def translate(self, chunk: bytes) -> bytes:
         out = []
         meter, stream = self.meter, self._stream
-        for event, data in self._reader.feed(chunk):
+        for raw in self._reader.frames(chunk):
+            if raw.startswith(DELTA_FRAME) and raw.find(b"\n", DELTA_HEAD_BYTES) < 0:  # nearly every frame
+                event, data = "content_block_delta", raw[DELTA_HEAD_BYTES:]
+            else:
+                frame = parse(raw)
+                if frame is None:
+                    continue
+                event, data = frame
             try:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError:

@@ -19,6 +19,7 @@ _EVENT_NAMES = {name.encode(): name for name in (
     "message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
     "message_stop", "ping", "error")}  # decoded once, not per frame
 DELTA_ENVELOPE_BYTES = 60  # a content_block_delta's data minus its text: {"type":"content_block_delta",…
+DELTA_FRAME = b"event: content_block_delta\ndata: "  # how nearly every frame of a stream starts
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a frame larger than this is not SSE we can read
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
                 "cache_creation")
@@ -37,30 +38,40 @@ class SSEReader:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        """The frames `chunk` completes (a list, not a generator: this runs for every chunk)."""
+        """The (event, data) frames `chunk` completes."""
+        frames = [_event_and_data(raw) or parse_frame(raw) for raw in self.frames(chunk)]
+        if None in frames:  # comments and keep-alives
+            frames = [frame for frame in frames if frame is not None]
+        return frames
+
+    def frames(self, chunk: bytes) -> list[bytes]:
+        """The raw frames `chunk` completes, with LF line ends, for callers that skip most of them
+        unparsed (a list, not a generator: this runs for every chunk)."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             frames, start = [], 0
-            for match in _FRAME_END.finditer(buffer):
-                frames.append(parse_frame(buffer[start:match.start()]))
+            for match in _FRAME_END.finditer(buffer):  # a complete frame: its CRs are safe to normalise
+                frames.append(buffer[start:match.start()].replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
                 start = match.end()
             rest = buffer[start:]
         else:
             # Anthropic's streams use bare LFs: a plain split is ten times cheaper than the regex.
             frames = buffer.split(b"\n\n")
             rest = frames.pop()
-            frames = [_event_and_data(raw) or parse_frame(raw) for raw in frames]
         if len(rest) > MAX_FRAME_BYTES:
             raise MalformedStream("an SSE frame exceeded 16 MiB")
         self._buffer = rest
-        if None in frames:  # comments and keep-alives
-            frames = [frame for frame in frames if frame is not None]
         return frames
 
     @property
     def pending(self) -> bytes:
         """Bytes of an unfinished frame (a stream cut mid-frame leaves some)."""
         return self._buffer
+
+
+def parse(frame: bytes) -> tuple[str, bytes] | None:
+    """(event, data) of one raw frame from SSEReader.frames; None for comments and keep-alives."""
+    return _event_and_data(frame) or parse_frame(frame)
 
 
 def _event_and_data(frame: bytes) -> tuple[str, bytes] | None:
