@@ -286,3 +286,17 @@ async def test_a_journal_that_cannot_be_written_refuses_the_request(make_gateway
                 assert resp.status == 500
                 assert (await resp.json())["error"]["type"] == "api_error"
     assert gateway.fake.requests == []
+
+
+async def test_antex_serve_on_a_database_in_use_exits_with_a_clear_message(served, tmp_path: Path) -> None:
+    server = served()
+    await server.start()
+    second = tmp_path / "second.toml"
+    second.write_text(server.config.read_text().replace(f"port = {server.port}", f"port = {free_port()}"))
+    completed = subprocess.run([sys.executable, "antex.py", "--config", str(second), "serve"], cwd=ROOT, timeout=60,
+                               env=clean_env(ANTEX_UPSTREAM_KEY=DEFAULT_API_KEY), capture_output=True, text=True)
+    assert completed.returncode == 1
+    assert "Another Antex server is already using" in completed.stderr and "Traceback" not in completed.stderr
+    async with aiohttp.ClientSession() as http:  # the first one is unharmed
+        async with http.get(server.url + "/healthz") as resp:
+            assert resp.status == 200
