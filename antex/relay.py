@@ -17,12 +17,11 @@ from aiohttp import web
 
 from antex import gateway
 from antex.appkeys import CONFIG
-from antex.sse import DELTA_ENVELOPE_BYTES, DELTA_FRAME, MalformedStream, SSEReader, UsageMeter, parse
+from antex.sse import DELTA_FRAME, MalformedStream, SSEReader, UsageMeter, parse
 
 log = logging.getLogger("antex.relay")
 
 DELTA_HEAD_BYTES = len(DELTA_FRAME)
-DELTA_FRAME_BYTES = DELTA_HEAD_BYTES + DELTA_ENVELOPE_BYTES  # the frame's bytes that are not generated text
 STALLED = "The upstream API stalled mid-stream and was abandoned. Try again."
 BROKEN = "The upstream API broke off the stream. Try again."
 MALFORMED = "The upstream API sent a malformed stream. Try again."
@@ -61,7 +60,7 @@ class PassThrough:
         meter = self.meter
         for raw in self._reader.frames(chunk):
             if raw.startswith(DELTA_FRAME):  # nearly every frame: only its size counts (see UsageMeter.observe)
-                meter.streamed_chars += max(len(raw) - DELTA_FRAME_BYTES, 1)
+                meter.count_delta(len(raw) - DELTA_HEAD_BYTES)
                 continue
             frame = parse(raw)
             if frame is not None:
@@ -103,7 +102,7 @@ class Translated:
             if not isinstance(payload, dict):
                 raise MalformedStream(f"{event} data is not a JSON object")
             if event == "content_block_delta":  # the meter only counts these (see UsageMeter.observe)
-                meter.streamed_chars += max(len(data) - DELTA_ENVELOPE_BYTES, 1)
+                meter.count_delta(len(data))
             else:
                 meter.message(event, payload)
             try:

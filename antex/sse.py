@@ -39,7 +39,7 @@ class SSEReader:
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
         """The (event, data) frames `chunk` completes."""
-        frames = [_event_and_data(raw) or parse_frame(raw) for raw in self.frames(chunk)]
+        frames = [parse(raw) for raw in self.frames(chunk)]
         if None in frames:  # comments and keep-alives
             frames = [frame for frame in frames if frame is not None]
         return frames
@@ -122,8 +122,7 @@ class UsageMeter:
     def observe(self, event: str, data: bytes) -> dict | None:
         """Take one frame; returns the parsed payload when it was parsed (None for cheap frames)."""
         if event == "content_block_delta":
-            # Cheap estimate of generated size, without parsing: the frame minus its fixed envelope.
-            self.streamed_chars += max(len(data) - DELTA_ENVELOPE_BYTES, 1)
+            self.count_delta(len(data))
             return None
         if event not in ("message_start", "message_delta", "message_stop", "error"):
             return None
@@ -133,6 +132,11 @@ class UsageMeter:
             raise MalformedStream(f"{event} data is not JSON") from None
         self.message(event, payload)
         return payload
+
+    def count_delta(self, data_bytes: int) -> None:
+        """Count a content_block_delta by its size, without parsing: its data minus the fixed envelope
+        estimates the text generated (what a client that hangs up in "cancel" mode is charged at least)."""
+        self.streamed_chars += max(data_bytes - DELTA_ENVELOPE_BYTES, 1)
 
     def message(self, event: str, payload: dict) -> None:
         """Take one parsed event (the translators parse every frame and call this directly)."""
