@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import re
@@ -36,7 +37,12 @@ def fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
 
 
 def ratio(antex: float | None, bare: float | None) -> str:
-    return "n/a" if not antex or not bare else f"{antex / bare:.2f}×"
+    return "n/a" if not antex or not bare else times(antex / bare)
+
+
+def times(value: float) -> str:
+    """A ratio, rounded down: 0.847 shows as 0.84×, never as a 0.85× that missed a 0.85 target."""
+    return f"{math.floor(round(value * 100, 6)) / 100:.2f}×"
 
 
 def delta_ms(antex: float | None, bare: float | None) -> str:

@@ -20,7 +20,7 @@ import orjson
 
 from bench import antex_instance, wrk
 from bench.processes import CLOCK_TICKS, LOAD_CPUS, PROXY_CPUS, Process, busy_jiffies, python
-from bench.report import Row, delta_ms, fmt, markdown, ratio, table
+from bench.report import Row, delta_ms, fmt, markdown, ratio, table, times
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MESSAGES_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello."}]}
@@ -265,10 +265,10 @@ class Bench:
     def load_rows(label: str, b: Measured, a: Measured, target: float, latency: bool = True) -> list[Row]:
         rps_ratio, cpu_ratio = a.vs(b)
         rows = [
-            Row(f"{label}: throughput", fmt(b.rps, " req/s", 0), fmt(a.rps, " req/s", 0), f"{rps_ratio:.2f}×",
+            Row(f"{label}: throughput", fmt(b.rps, " req/s", 0), fmt(a.rps, " req/s", 0), times(rps_ratio),
                 f"≥ {target:.2f}×", rps_ratio >= target),
             Row(f"{label}: proxy CPU per request (throughput on a CPU of its own)", fmt(b.cpu_us, " µs", 0),
-                fmt(a.cpu_us, " µs", 0), f"{cpu_ratio:.2f}×", f"≥ {target:.2f}×", cpu_ratio >= target),
+                fmt(a.cpu_us, " µs", 0), times(cpu_ratio), f"≥ {target:.2f}×", cpu_ratio >= target),
         ]
         if latency:
             rows += [
