@@ -17,7 +17,8 @@ from aiohttp import web
 
 from antex import gateway
 from antex.appkeys import CONFIG
-from antex.sse import DELTA_FRAME, MalformedStream, SSEReader, UsageMeter, parse
+from antex.sse import (DELTA_FRAME, DELTA_FRAMING, DELTA_RUN, TEXT_DELTA, TEXT_DELTA_RUN, MalformedStream, SSEReader,
+                       UsageMeter, parse)
 
 log = logging.getLogger("antex.relay")
 
@@ -58,13 +59,20 @@ class PassThrough:
 
     def observe(self, chunk: bytes) -> None:
         meter = self.meter
-        for raw in self._reader.frames(chunk):
-            if raw.startswith(DELTA_FRAME):  # nearly every frame: only its size counts (see UsageMeter.observe)
-                meter.count_delta(len(raw) - DELTA_HEAD_BYTES)
-                continue
-            frame = parse(raw)
-            if frame is not None:
-                meter.observe(*frame)
+        data = self._reader.complete(chunk)
+        position, end = 0, len(data)
+        while position < end:
+            run = DELTA_RUN.match(data, position)
+            if run is not None:  # the bulk of the stream: only its size counts (see UsageMeter.observe)
+                stop = run.end()
+                frames = data.count(b"\n\n", position, stop)
+                meter.count_deltas(stop - position - frames * DELTA_FRAMING, frames)
+            else:
+                stop = _frame_end(data, position, end)
+                frame = parse(data[position:stop - 2])
+                if frame is not None:
+                    meter.observe(*frame)
+            position = stop
 
     def close(self) -> bytes:
         return b""
@@ -75,7 +83,8 @@ class PassThrough:
 
 
 class Translated:
-    """Anthropic SSE in, another format out: each event parsed once, metered and translated."""
+    """Anthropic SSE in, another format out: each event parsed once, metered and translated;
+    runs of plain text deltas (most of a stream) are cut by a regex and translated whole."""
 
     __slots__ = ("meter", "_reader", "_stream")
 
@@ -85,31 +94,61 @@ class Translated:
         self._stream = stream  # translate.chat_stream.ChatStream or translate.responses_stream.ResponsesStream
 
     def translate(self, chunk: bytes) -> bytes:
-        out = []
-        meter, stream = self.meter, self._stream
-        for raw in self._reader.frames(chunk):
-            if raw.startswith(DELTA_FRAME) and raw.find(b"\n", DELTA_HEAD_BYTES) < 0:  # nearly every frame
-                event, data = "content_block_delta", raw[DELTA_HEAD_BYTES:]
+        out: list[bytes] = []
+        data = self._reader.complete(chunk)
+        position, end = 0, len(data)
+        while position < end:
+            run = TEXT_DELTA_RUN.match(data, position)
+            if run is not None:
+                stop = run.end()
+                if not self._text_run(data, position, stop, out):
+                    for frame in data[position:stop - 2].split(b"\n\n"):  # one by one, the general way
+                        self._frame(frame, out)
             else:
-                frame = parse(raw)
-                if frame is None:
-                    continue
-                event, data = frame
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise MalformedStream(f"{event} data is not JSON") from None
-            if not isinstance(payload, dict):
-                raise MalformedStream(f"{event} data is not a JSON object")
-            if event == "content_block_delta":  # the meter only counts these (see UsageMeter.observe)
-                meter.count_delta(len(data))
-            else:
-                meter.message(event, payload)
-            try:
-                out.append(stream.event(event, payload))
-            except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                raise MalformedStream(f"{event} event has an unexpected shape: {exc!r}") from None
+                stop = _frame_end(data, position, end)
+                self._frame(data[position:stop - 2], out)
+            position = stop
         return b"".join(out)
+
+    def _text_run(self, data: bytes, start: int, stop: int, out: list[bytes]) -> bool:
+        """Translate consecutive text deltas at once; False when they need the general path."""
+        indexes, literals = zip(*TEXT_DELTA.findall(data, start, stop))
+        try:  # one decode checks every literal: each must be exactly one JSON string
+            texts = orjson.loads(b"[" + b",".join(literals) + b"]")
+        except orjson.JSONDecodeError:
+            return False
+        if len(texts) != len(literals):
+            return False
+        frames = self._stream.text_deltas(indexes, texts, literals)
+        if frames is None:
+            return False
+        self.meter.count_deltas(stop - start - len(literals) * DELTA_FRAMING, len(literals))
+        out.append(frames)
+        return True
+
+    def _frame(self, raw: bytes, out: list[bytes]) -> None:
+        """One frame the general way: parsed, metered, translated."""
+        if raw.startswith(DELTA_FRAME) and raw.find(b"\n", DELTA_HEAD_BYTES) < 0:
+            event, data = "content_block_delta", raw[DELTA_HEAD_BYTES:]
+        else:
+            frame = parse(raw)
+            if frame is None:
+                return
+            event, data = frame
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise MalformedStream(f"{event} data is not JSON") from None
+        if not isinstance(payload, dict):
+            raise MalformedStream(f"{event} data is not a JSON object")
+        if event == "content_block_delta":  # the meter only counts these (see UsageMeter.observe)
+            self.meter.count_delta(len(data))
+        else:
+            self.meter.message(event, payload)
+        try:
+            out.append(self._stream.event(event, payload))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise MalformedStream(f"{event} event has an unexpected shape: {exc!r}") from None
 
     def observe(self, chunk: bytes) -> None:
         pass
@@ -119,6 +158,12 @@ class Translated:
 
     def fail(self, message: str) -> bytes:
         return self._stream.fail("api_error", message)
+
+
+def _frame_end(data: bytes, start: int, end: int) -> int:
+    """Where the frame at `start` ends, its blank line included (`data` is SSEReader.complete's)."""
+    stop = data.find(b"\n\n", start)
+    return end + 2 if stop < 0 else stop + 2  # a trailing lone LF (from LF LF LF) is an empty frame
 
 
 async def relay_stream(request: web.Request, response: aiohttp.ClientResponse, call: gateway.Call,

@@ -20,6 +20,17 @@ _EVENT_NAMES = {name.encode(): name for name in (
     "message_stop", "ping", "error")}  # decoded once, not per frame
 DELTA_ENVELOPE_BYTES = 60  # a content_block_delta's data minus its text: {"type":"content_block_delta",…
 DELTA_FRAME = b"event: content_block_delta\ndata: "  # how nearly every frame of a stream starts
+DELTA_FRAMING = len(DELTA_FRAME) + 2  # a content_block_delta frame's bytes around its data
+# Runs of consecutive content_block_delta frames, the bulk of every stream, are handled whole (see
+# relay). DELTA_RUN: any deltas, each with more data than the envelope (so UsageMeter.count_deltas
+# is exact). TEXT_DELTA: one text delta exactly as Anthropic writes it, group 1 its block index and
+# group 2 its text as a JSON string literal (one line: JSON escapes newlines); TEXT_DELTA_RUN: a run
+# of them. The regexes only cut; the caller decodes the literals, which checks them.
+DELTA_RUN = re.compile(rb"(?:event: content_block_delta\ndata: \{[^\n]{60,}\n\n)+")
+_TEXT_DELTA = (rb'event: content_block_delta\ndata: \{"type":"content_block_delta","index":(%s\d{1,9}),'
+               rb'"delta":\{"type":"text_delta","text":(%s"[^\n]*")\}\}\n\n')
+TEXT_DELTA = re.compile(_TEXT_DELTA % (b"", b""))
+TEXT_DELTA_RUN = re.compile(rb"(?:%s)+" % (_TEXT_DELTA % (b"?:", b"?:")))
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a frame larger than this is not SSE we can read
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
                 "cache_creation")
@@ -43,6 +54,22 @@ class SSEReader:
         if None in frames:  # comments and keep-alives
             frames = [frame for frame in frames if frame is not None]
         return frames
+
+    def complete(self, chunk: bytes) -> bytes:
+        """The whole frames `chunk` completes, as one LF-ended bytes string ending in a blank line
+        (b"" when none): for callers that handle runs of frames at once."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:  # rare: normalised frame by frame
+            return b"".join([frame + b"\n\n" for frame in self.frames(chunk)])
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            done, rest = b"", buffer
+        else:
+            done, rest = buffer[:end + 2], buffer[end + 2:]
+        if len(rest) > MAX_FRAME_BYTES:
+            raise MalformedStream("an SSE frame exceeded 16 MiB")
+        self._buffer = rest
+        return done
 
     def frames(self, chunk: bytes) -> list[bytes]:
         """The raw frames `chunk` completes, with LF line ends, for callers that skip most of them
@@ -137,6 +164,10 @@ class UsageMeter:
         """Count a content_block_delta by its size, without parsing: its data minus the fixed envelope
         estimates the text generated (what a client that hangs up in "cancel" mode is charged at least)."""
         self.streamed_chars += max(data_bytes - DELTA_ENVELOPE_BYTES, 1)
+
+    def count_deltas(self, data_bytes: int, frames: int) -> None:
+        """count_delta for a run of `frames` deltas, each with more data than the envelope."""
+        self.streamed_chars += data_bytes - frames * DELTA_ENVELOPE_BYTES
 
     def message(self, event: str, payload: dict) -> None:
         """Take one parsed event (the translators parse every frame and call this directly)."""

@@ -20,6 +20,15 @@ def read(chunks: list[bytes]) -> tuple[list[tuple[str, bytes]], bytes]:
     return frames, reader.pending
 
 
+def read_complete(chunks: list[bytes]) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The same, through SSEReader.complete (whole frames at once, as the relays read them)."""
+    reader = SSEReader()
+    done = b"".join(reader.complete(chunk) for chunk in chunks)
+    assert done.endswith(b"\n\n") or not done
+    frames = [sse.parse(raw) for raw in done.split(b"\n\n")[:-1]]
+    return [frame for frame in frames if frame is not None], reader.pending
+
+
 def byte_by_byte(stream: bytes) -> list[bytes]:
     return [stream[i:i + 1] for i in range(len(stream))]
 
@@ -78,6 +87,7 @@ def test_any_chunking_gives_the_same_frames(frames, newline: bytes, keepalive: b
     bounds = sorted({0, len(stream), *(cut % (len(stream) + 1) for cut in cuts)})
     chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
     assert read(chunks) == (expected, b"")
+    assert read_complete(chunks) == (expected, b"")
 
 
 def test_a_frame_that_never_ends_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,6 +96,10 @@ def test_a_frame_that_never_ends_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     assert list(reader.feed(b"data: " + b"x" * 50)) == []
     with pytest.raises(MalformedStream):
         list(reader.feed(b"x" * 20))
+    reader = SSEReader()
+    assert reader.complete(b"data: " + b"x" * 50) == b""
+    with pytest.raises(MalformedStream):
+        reader.complete(b"x" * 20)
 
 
 # usage

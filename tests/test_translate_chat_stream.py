@@ -156,4 +156,4 @@ def test_the_prepared_text_chunk_is_the_generic_chunk(text: str) -> None:
     stream = ChatStream(model=MODEL, created=1700000000, include_usage=False)
     stream.event("message_start", {"message": {"id": "msg_01x", "usage": {"input_tokens": 3}}})
     for _ in range(2):
-        assert stream._text(text) == stream._chunk({"content": text})
+        assert stream._text(orjson.dumps(text)) == stream._chunk({"content": text})

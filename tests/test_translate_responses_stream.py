@@ -193,7 +193,7 @@ def test_the_prepared_text_delta_frame_is_the_generic_frame(text: str) -> None:
     for _ in range(2):  # the second frame reuses the prepared bytes
         item = generic._open[0]
         expected = generic._item_frame("response.output_text.delta", item, content_index=0, delta=text, logprobs=[])
-        assert fast._text_delta(fast._open[0], text) == expected
+        assert fast._output_text_deltas(fast._open[0], [orjson.dumps(text)]) == expected
 
 
 def test_a_stream_without_message_start_still_gets_an_id() -> None:

@@ -8,7 +8,7 @@ finish_reason, the usage chunk when asked for, and `data: [DONE]`.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -36,7 +36,7 @@ class ChatStream(MessageStream):
         self._created = created
         self._include_usage = include_usage
         self._id: str | None = None  # from message_start's id; a random one only if it never comes
-        self._text_frame: tuple[bytes, bytes] | None = None  # see _text
+        self._text_frame: tuple[bytes, bytes, bytes] | None = None  # see _text
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
         self._arguments_sent: set[int] = set()
         self._finish_sent = False
@@ -61,7 +61,7 @@ class ChatStream(MessageStream):
     def _block_delta(self, index: int, delta: dict[str, Any]) -> bytes:
         kind = delta.get("type")
         if kind == "text_delta":
-            return self._text(delta.get("text", ""))
+            return self._text(orjson.dumps(delta.get("text", "")))
         if kind == "thinking_delta":
             return self._chunk({"reasoning_content": delta.get("thinking", "")})
         if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
@@ -97,16 +97,19 @@ class ChatStream(MessageStream):
         call = {"index": self._tool_index[index], "function": {"arguments": piece}}
         return self._chunk({"tool_calls": [call]})
 
-    def _text(self, text: object) -> bytes:
-        """A text chunk, the bulk of every stream: the same frame as _chunk builds, from bytes
-        prepared once per stream (this runs once per upstream event)."""
+    def _text_deltas(self, indexes: Sequence[bytes], texts: list[str], encoded: Sequence[bytes]) -> bytes:
+        return self._text(*encoded)
+
+    def _text(self, *encoded: bytes) -> bytes:
+        """Text chunks (each text given JSON-encoded), the bulk of every stream: the same frames as
+        _chunk builds, from bytes prepared once per stream and joined in one call."""
         if self._text_frame is None:
             marker = "\x00text\x00"
             frame = self._chunk({"content": marker})
             before, _, after = frame.partition(orjson.dumps(marker))
-            self._text_frame = (before, after)
-        before, after = self._text_frame
-        return b"".join((before, orjson.dumps(text), after))
+            self._text_frame = (before, after, after + before)
+        before, after, between = self._text_frame
+        return before + between.join(encoded) + after
 
     def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         if self._id is None:

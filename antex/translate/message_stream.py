@@ -16,7 +16,7 @@ Events read, one call per upstream SSE event:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from antex.translate.outcome import merge_usage
 
@@ -59,6 +59,14 @@ class MessageStream:
                 return self.fail(error.get("type") or "api_error", error.get("message") or "Upstream error.")
         return b""  # ping, and event types added after this was written
 
+    def text_deltas(self, indexes: Sequence[bytes], texts: list[str], encoded: Sequence[bytes]) -> bytes | None:
+        """Consecutive text_delta events read without parsing them (the bulk of every stream): each
+        one's block index (digits), its text, and that text's JSON string literal as the upstream
+        wrote it. None when the dialect needs them as parsed events, one by one."""
+        if self._ended:
+            return b""
+        return self._text_deltas(indexes, texts, encoded)
+
     def close(self) -> bytes:
         """The closing frames; a stream that ended before message_stop was cut short and fails."""
         if self._ended:
@@ -86,6 +94,9 @@ class MessageStream:
 
     def _block_delta(self, index: int, delta: dict[str, Any]) -> bytes:
         return b""
+
+    def _text_deltas(self, indexes: Sequence[bytes], texts: list[str], encoded: Sequence[bytes]) -> bytes | None:
+        return None
 
     def _block_stop(self, index: int) -> bytes:
         return b""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -72,7 +72,7 @@ class _OpenItem:
     summary_open: bool = False
     input_reader: StringFieldReader = field(default_factory=lambda: StringFieldReader("input"))
     streamed_input: str = ""  # custom tool input sent so far
-    delta_frame: tuple[bytes, bytes, bytes] | None = None  # see ResponsesStream._text_delta
+    delta_frame: bytes | None = None  # a %-template, see ResponsesStream._output_text_deltas
 
     @property
     def call(self) -> tuple[str, str]:
@@ -157,7 +157,7 @@ class ResponsesStream(MessageStream):
             return b""
         item.pieces.append(piece)
         if item.kind == "message":
-            return self._text_delta(item, piece)
+            return self._output_text_deltas(item, [orjson.dumps(piece)])
         if item.kind == "function_call":
             return self._item_frame("response.function_call_arguments.delta", item, delta=piece)
         if item.kind == "custom_tool_call":  # Claude sends it wrapped: {"input": "…"}
@@ -172,18 +172,26 @@ class ResponsesStream(MessageStream):
                                              delta=piece)
         return b""
 
-    def _text_delta(self, item: _OpenItem, piece: str) -> bytes:
-        """response.output_text.delta, the bulk of every stream: the same frame as _item_frame
-        would build, from bytes prepared once per item (this runs once per upstream event)."""
+    def _text_deltas(self, indexes: Sequence[bytes], texts: list[str], encoded: Sequence[bytes]) -> bytes | None:
+        first = indexes[0]
+        item = self._open.get(int(first))
+        if item is None or item.kind != "message" or indexes.count(first) != len(indexes) or "" in texts:
+            return None  # the general path knows what to make of them
+        item.pieces += texts
+        return self._output_text_deltas(item, encoded)
+
+    def _output_text_deltas(self, item: _OpenItem, encoded: Sequence[bytes]) -> bytes:
+        """response.output_text.delta per text (given JSON-encoded), the bulk of every stream: the
+        same frames as _item_frame would build, from a template prepared once per item."""
         if item.delta_frame is None:
             head = orjson.dumps({"type": "response.output_text.delta"})[:-1]
             tail = orjson.dumps({"item_id": item.item_id, "output_index": item.output_index, "content_index": 0})[1:-1]
-            item.delta_frame = (b"event: response.output_text.delta\ndata: " + head + b',"sequence_number":',
-                                b"," + tail + b',"delta":', b',"logprobs":[]}\n\n')
-        before, middle, after = item.delta_frame
-        sequence = self._sequence
-        self._sequence = sequence + 1
-        return b"".join((before, str(sequence).encode(), middle, orjson.dumps(piece), after))
+            before = b"event: response.output_text.delta\ndata: " + head + b',"sequence_number":'
+            item.delta_frame = (before.replace(b"%", b"%%") + b"%d," + tail.replace(b"%", b"%%")
+                                + b',"delta":%b,"logprobs":[]}\n\n')
+        template, sequence = item.delta_frame, self._sequence
+        self._sequence = sequence + len(encoded)
+        return b"".join([template % pair for pair in zip(range(sequence, self._sequence), encoded)])
 
     def _block_stop(self, index: int) -> bytes:
         item = self._open.pop(index, None)
