@@ -222,9 +222,7 @@ async def _pump(request: web.Request, response: aiohttp.ClientResponse, client: 
 async def _finish(client: web.StreamResponse, tail: bytes) -> bool:
     """End the client's stream with `tail`; True if the client had left."""
     try:
-        if tail:
-            await client.write(tail)
-        await client.write_eof()
+        await client.write_eof(tail)  # one write: the tail and the end of the chunked body together
     except ConnectionError:
         return True
     return False
