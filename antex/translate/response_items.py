@@ -21,10 +21,12 @@ REASONING_PACK_PREFIX = "antex.thinking.v1:"
 _PACKED_FIELDS = {"thinking": ("thinking", "signature"), "redacted_thinking": ("data",)}
 
 
-def item_ids(base: str, index: int) -> dict[str, str]:
-    """Output item ids for the Anthropic block at `index` of message `base`, by item kind."""
-    return {kind: f"{prefix}_{base}_{index}" for kind, prefix in
-            (("message", "msg"), ("reasoning", "rs"), ("function_call", "fc"), ("custom_tool_call", "ctc"))}
+_ID_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "custom_tool_call": "ctc"}
+
+
+def item_id(kind: str, base: str, index: int) -> str:
+    """The id of the `kind` output item made of the Anthropic block at `index` of message `base`."""
+    return f"{_ID_PREFIXES[kind]}_{base}_{index}"
 
 
 def output_text_part(text: str) -> dict[str, Any]:
@@ -81,18 +83,17 @@ def output_item(
     block: dict[str, Any], *, base: str, index: int, custom_tools: frozenset[str]
 ) -> dict[str, Any] | None:
     """The finished output item for a complete Anthropic content block (None: no item)."""
-    ids = item_ids(base, index)
     kind = block.get("type")
     if kind == "text":
-        return message_item(ids["message"], block.get("text", ""))
+        return message_item(item_id("message", base, index), block.get("text", ""))
     if kind in _PACKED_FIELDS:
-        return reasoning_item(ids["reasoning"], block)
+        return reasoning_item(item_id("reasoning", base, index), block)
     if kind == "tool_use" and block.get("name") in custom_tools:
         tool_input = custom_input(block.get("input"))
-        return custom_tool_call_item(ids["custom_tool_call"], block["id"], block["name"], tool_input)
+        return custom_tool_call_item(item_id("custom_tool_call", base, index), block["id"], block["name"], tool_input)
     if kind == "tool_use":
         arguments = orjson.dumps(block.get("input") or {}).decode()
-        return function_call_item(ids["function_call"], block["id"], block["name"], arguments)
+        return function_call_item(item_id("function_call", base, index), block["id"], block["name"], arguments)
     return None
 
 

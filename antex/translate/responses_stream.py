@@ -23,7 +23,7 @@ from antex.translate.response_items import (
     custom_input,
     custom_tool_call_item,
     function_call_item,
-    item_ids,
+    item_id,
     message_item,
     output_text_part,
     reasoning_item,
@@ -70,7 +70,7 @@ class _OpenItem:
     pieces: list[str] = field(default_factory=list)  # text, thinking or partial JSON
     signature: str = ""
     summary_open: bool = False
-    input_reader: StringFieldReader = field(default_factory=lambda: StringFieldReader("input"))
+    input_reader: StringFieldReader | None = None  # a custom tool call's input, decoded as it streams
     streamed_input: str = ""  # custom tool input sent so far
     delta_frame: bytes | None = None  # a %-template, see ResponsesStream._output_text_deltas
 
@@ -123,7 +123,9 @@ class ResponsesStream(MessageStream):
             return b""  # server tool blocks: never requested, never forwarded
         if kind == "function_call" and block.get("name") in self._custom_tools:
             kind = "custom_tool_call"
-        item = _OpenItem(kind, item_ids(self._stem(), index)[kind], self._items_started, block)
+        item = _OpenItem(kind, item_id(kind, self._stem(), index), self._items_started, block)
+        if kind == "custom_tool_call":
+            item.input_reader = StringFieldReader("input")
         self._open[index] = item
         self._items_started += 1
         frames = self._frame("response.output_item.added", output_index=item.output_index,
