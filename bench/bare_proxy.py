@@ -2,7 +2,8 @@
 
 One pooled ClientSession, the request body read whole and posted upstream with the upstream
 key in place of the client's, the response headers minus framing, and every upstream chunk
-written to the client as it arrives.
+written to the client as it arrives. It runs on uvloop with Antex's garbage-collector settings,
+like `antex serve`.
 
     python -m bench.bare_proxy --upstream http://127.0.0.1:PORT --port 0
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 
 import aiohttp
 from aiohttp import web
@@ -50,8 +52,17 @@ def make_app(upstream: str, upstream_key: str) -> web.Application:
     app[UPSTREAM] = upstream.rstrip("/")
     app[UPSTREAM_KEY] = upstream_key
     app.cleanup_ctx.append(client_session)
+    app.on_startup.append(tune_gc)
     app.router.add_post("/{tail:.*}", forward)
     return app
+
+
+async def tune_gc(app: web.Application) -> None:
+    """The collector settings `antex serve` runs with (antex/server.py), so that the comparison
+    measures Antex's own work, not a runtime setting only one side has."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, *gc.get_threshold()[1:])
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ RESPONSES_BODY = {"model": "claude-sonnet-4-6", "max_output_tokens": 64, "stream
 @dataclass(frozen=True)
 class Settings:
     seconds: float = 15  # measured wrk time per proxy and scenario, in `rounds` interleaved slices
-    rounds: int = 5
+    rounds: int = 6
     warmup_s: float = 3
     latency_requests: int = 2000  # one-at-a-time non-streaming requests, per proxy
     stamped_requests: int = 200  # one-at-a-time paced streams, per proxy
@@ -175,8 +175,11 @@ class Bench:
             wrk.run(url, orjson.dumps(body), key, connections=connections, seconds=s.warmup_s, work_dir=self.work_dir)
             wrk.settle()
         results = [Measured(proxy.name) for proxy, _, _ in runs]
-        for _ in range(s.rounds):
-            for (proxy, url, body), measured in zip(runs, results):
+        for round_number in range(s.rounds):
+            in_order = list(zip(runs, results))
+            if round_number % 2:  # every other round the other way round, so going first or second favours no one
+                in_order.reverse()
+            for (proxy, url, body), measured in in_order:
                 machine_before = busy_jiffies()
                 own_before = proxy.cpu_s(), upstream.cpu_s()
                 wall = time.perf_counter()
