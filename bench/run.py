@@ -31,7 +31,7 @@ RESPONSES_BODY = {"model": "claude-sonnet-4-6", "max_output_tokens": 64, "stream
 
 @dataclass(frozen=True)
 class Settings:
-    seconds: float = 15  # measured wrk time per proxy and scenario, in `rounds` interleaved slices
+    seconds: float = 18  # measured wrk time per proxy and scenario, in `rounds` interleaved slices (whole seconds each)
     rounds: int = 6
     warmup_s: float = 3
     latency_requests: int = 2000  # one-at-a-time non-streaming requests, per proxy
