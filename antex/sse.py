@@ -72,8 +72,8 @@ class SSEReader:
         return done
 
     def frames(self, chunk: bytes) -> list[bytes]:
-        """The raw frames `chunk` completes, with LF line ends, for callers that skip most of them
-        unparsed (a list, not a generator: this runs for every chunk)."""
+        """The raw frames `chunk` completes, each on its own, with LF line ends (the relays read
+        them all at once through complete())."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             frames, start = [], 0
