@@ -4,12 +4,12 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-import aiohttp
 from aiohttp import web
 
 from antex.admission import Admission
 from antex.auth import KeyCache, KeyRecord
 from antex.config import Config
+from antex.http_client import Client
 from antex.ledger import Ledger
 from antex.store import Store
 
@@ -20,7 +20,7 @@ READER = web.AppKey("reader", Store)
 LEDGER = web.AppKey("ledger", Ledger)
 KEYS = web.AppKey("keys", KeyCache)
 ADMISSION = web.AppKey("admission", Admission)
-CLIENT = web.AppKey("client", aiohttp.ClientSession)
+CLIENT = web.AppKey("client", Client)
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -24,7 +23,7 @@ from antex.credits import Usage, micro_credits
 from antex.errors import AntexError
 from antex.ledger import Charge, KeyState
 from antex.sse import UsageMeter
-from antex import upstream
+from antex import http_client, upstream
 
 log = logging.getLogger("antex.gateway")
 
@@ -170,16 +169,16 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_token
     return call
 
 
-async def open_upstream(request: web.Request, path: str, body: bytes) -> aiohttp.ClientResponse:
-    """POST `body` to the upstream `path` (with the client's query string) using the operator's key."""
+async def open_upstream(request: web.Request, path: str, body: bytes) -> http_client.Response:
+    """POST `body` to the upstream `path` (with the client's query string, as sent) using the operator's key."""
     app = request.app
-    url = app[CONFIG].upstream.base_url.rstrip("/") + path
-    if request.query_string:
-        url += "?" + request.query_string
+    query = request.rel_url.raw_query_string
+    if query:
+        path += "?" + query
     headers = upstream.request_headers(request.headers, app[UPSTREAM_KEY])
     started = time.perf_counter()
     try:
-        response = await upstream.send(app[CLIENT], url, headers, body)
+        response = await upstream.send(app[CLIENT], path, headers, body)
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
     request_id = response.headers.get("request-id")
@@ -188,14 +187,14 @@ async def open_upstream(request: web.Request, path: str, body: bytes) -> aiohttp
     return response
 
 
-async def read_upstream(request: web.Request, response: aiohttp.ClientResponse) -> bytes:
+async def read_upstream(request: web.Request, response: http_client.Response) -> bytes:
     """A whole non-streaming upstream body; a stall or a cut becomes a clear 5xx."""
     started = time.perf_counter()
     try:
         payload = await response.read()
     except TimeoutError:
         raise AntexError("timeout_error", "The upstream API stopped answering mid-response. Try again.") from None
-    except aiohttp.ClientError:
+    except http_client.UpstreamError:
         raise AntexError("bad_gateway", "The upstream API broke off its answer. Try again.") from None
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started

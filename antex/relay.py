@@ -11,11 +11,10 @@ import asyncio
 import logging
 from typing import Protocol
 
-import aiohttp
 import orjson
 from aiohttp import web
 
-from antex import gateway
+from antex import gateway, http_client
 from antex.appkeys import CONFIG
 from antex.sse import (DELTA_FRAME, DELTA_FRAMING, DELTA_RUN, TEXT_DELTA, TEXT_DELTA_RUN, MalformedStream, SSEReader,
                        UsageMeter, parse)
@@ -166,7 +165,7 @@ def _frame_end(data: bytes, start: int, end: int) -> int:
     return end + 2 if stop < 0 else stop + 2  # a trailing lone LF (from LF LF LF) is an empty frame
 
 
-async def relay_stream(request: web.Request, response: aiohttp.ClientResponse, call: gateway.Call,
+async def relay_stream(request: web.Request, response: http_client.Response, call: gateway.Call,
                        relay: Relay, headers) -> web.StreamResponse:
     """Send the client `relay`'s rendering of the upstream stream; settle the call at the end."""
     outcome = "upstream_error"
@@ -193,13 +192,13 @@ async def relay_stream(request: web.Request, response: aiohttp.ClientResponse, c
         gateway.settle(request, call, relay.meter, outcome)
 
 
-async def _pump(request: web.Request, response: aiohttp.ClientResponse, client: web.StreamResponse,
+async def _pump(request: web.Request, response: http_client.Response, client: web.StreamResponse,
                 relay: Relay) -> tuple[bool, str | None]:
     """Copy upstream chunks to the client until the end; returns (client gone, failure)."""
     cancel_when_gone = request.app[CONFIG].upstream.on_client_disconnect == "cancel"
     client_gone = False
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.iter_chunks():
             out = relay.translate(chunk)
             if not client_gone and out:
                 try:
@@ -211,7 +210,7 @@ async def _pump(request: web.Request, response: aiohttp.ClientResponse, client: 
             relay.observe(chunk)
     except TimeoutError:
         return client_gone, STALLED
-    except aiohttp.ClientError:
+    except http_client.UpstreamError:
         return client_gone, BROKEN
     except MalformedStream as exc:
         log.warning("malformed upstream stream: %s", exc)

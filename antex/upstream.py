@@ -4,13 +4,12 @@ There is no total timeout: a healthy stream may run for as long as it keeps send
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Mapping
 
-import aiohttp
 from multidict import CIMultiDict
 
+from antex import http_client
 from antex.config import UpstreamConfig
 from antex.errors import AntexError
 
@@ -30,23 +29,24 @@ DROP_REQUEST = HOP_BY_HOP | {
 # its own rate limits (the client sees its key's windows instead).
 DROP_RESPONSE = HOP_BY_HOP | {"content-encoding", "content-length", "anthropic-organization-id", "set-cookie", "server", "date"}
 DROP_RESPONSE_PREFIXES = ("anthropic-ratelimit-",)
-NO_USER_AGENT = ("User-Agent",)
 
 
-def session(config: UpstreamConfig) -> aiohttp.ClientSession:
-    """A pooled session; keep-alive connections are reused across every request."""
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-    timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout_s, sock_read=config.idle_timeout_s)
-    return aiohttp.ClientSession(base_url=None, connector=connector, timeout=timeout, auto_decompress=True)
+def session(config: UpstreamConfig) -> http_client.Client:
+    """The pool of keep-alive connections to the upstream, reused across every request."""
+    return http_client.Client(config.base_url, connect_timeout_s=config.connect_timeout_s,
+                              idle_timeout_s=config.idle_timeout_s)
 
 
-def request_headers(client: Mapping[str, str], upstream_key: str) -> CIMultiDict:
-    """The client's headers minus credentials and framing, plus the operator's key."""
-    # Built from a list, not a generator, and without setdefault: half the cost, on every request.
-    headers = CIMultiDict([(name, value) for name, value in client.items() if name.lower() not in DROP_REQUEST])
-    headers["x-api-key"] = upstream_key
-    if "anthropic-version" not in headers:
-        headers["anthropic-version"] = "2023-06-01"
+def request_headers(client: Mapping[str, str], upstream_key: str) -> list[tuple[str, str]]:
+    """The client's headers minus credentials, framing and forwarding hints, plus the operator's
+    key; compressed answers are accepted (the client gets them decompressed)."""
+    headers = [(name, value) for name, value in client.items() if name.lower() not in DROP_REQUEST]
+    headers.append(("x-api-key", upstream_key))
+    headers.append(("accept-encoding", "gzip, deflate"))
+    if "anthropic-version" not in client:
+        headers.append(("anthropic-version", "2023-06-01"))
+    if "content-type" not in client:
+        headers.append(("content-type", "application/json"))
     return headers
 
 
@@ -57,21 +57,18 @@ def response_headers(upstream: Mapping[str, str]) -> CIMultiDict:
     ])
 
 
-async def send(client: aiohttp.ClientSession, url: str, headers: CIMultiDict, body: bytes) -> aiohttp.ClientResponse:
+async def send(client: http_client.Client, path: str, headers: list[tuple[str, str]], body: bytes) -> http_client.Response:
     """POST to the upstream; unreachable or silent upstreams become clear Anthropic-shaped 5xx."""
-    # aiohttp's own User-Agent never goes upstream; skipped per request, only when the client sent
-    # none, because a skip list sends every request down aiohttp's slow header-merging path.
-    skip = None if "user-agent" in headers else NO_USER_AGENT
     try:
-        return await client.post(url, data=body, headers=headers, allow_redirects=False, skip_auto_headers=skip)
-    except asyncio.TimeoutError:
+        return await client.post(path, headers, body)
+    except TimeoutError:
         raise AntexError("timeout_error", "The upstream API did not answer in time. Try again shortly.") from None
-    except aiohttp.ClientSSLError as exc:
+    except http_client.TLSFailed as exc:
         log.warning("upstream TLS failure: %s", exc)
         raise AntexError("bad_gateway", "Could not establish a secure connection to the upstream API. The operator should check the upstream URL.") from None
-    except aiohttp.ClientConnectionError as exc:
+    except http_client.ConnectFailed as exc:
         log.warning("upstream unreachable: %s", exc)
         raise AntexError("bad_gateway", "Could not reach the upstream API. Try again shortly; if it persists, tell the operator.") from None
-    except aiohttp.ClientError as exc:
+    except http_client.UpstreamError as exc:
         log.warning("upstream request failed: %s", exc)
         raise AntexError("bad_gateway", "The request to the upstream API failed. Try again shortly.") from None

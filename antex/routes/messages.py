@@ -5,11 +5,10 @@ back chunk by chunk as it arrives; usage is read from a copy of the bytes, never
 """
 from __future__ import annotations
 
-import aiohttp
 import orjson
 from aiohttp import web
 
-from antex import gateway, upstream
+from antex import gateway, http_client, upstream
 from antex.appkeys import ADMISSION
 from antex.errors import AntexError
 from antex.relay import PassThrough, relay_stream
@@ -66,7 +65,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         gateway.settle(request, call, meter, outcome)
 
 
-def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+def _is_event_stream(response: http_client.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 

@@ -1,0 +1,577 @@
+"""A small keep-alive HTTP/1.1 client for the one upstream, on asyncio's own transports.
+
+Antex sends one kind of request to one origin: a POST whose body is already in hand, answered by
+JSON or by a stream of server-sent events. aiohttp's general-purpose ClientSession spent about
+350k CPU instructions on each such request (URL objects, cookie jar, tracing, payload and timer
+machinery): more than Antex's own work and the aiohttp server's together. Here a request is one
+buffer written to a pooled connection, the answer's head is parsed with bytes methods, and its
+body is handed on as it arrives, chunked and gzip framing undone. Connections are reused while
+the server keeps them open; nothing is ever retried (a POST is not idempotent).
+
+Failures are `UpstreamError`s (`ConnectFailed`, `TLSFailed`, `BrokenResponse`) or `TimeoutError`:
+connecting takes at most `connect_timeout_s`, and an answer with no byte for `idle_timeout_s` is
+abandoned (a slow but live stream never is).
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections import deque
+from typing import AsyncIterator, Iterable
+from urllib.parse import urlsplit
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_CHUNK_LINE = 4 * 1024
+PAUSE_ABOVE = 1024 * 1024  # bytes received but not yet taken by the reader: stop reading the socket...
+RESUME_BELOW = 256 * 1024  # ...until it drained to this
+KEEPALIVE_S = 60.0  # an idle pooled connection older than this is closed rather than reused
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or broke the protocol or the connection."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection: refused, unreachable, or the name does not resolve."""
+
+
+class TLSFailed(ConnectFailed):
+    """The TLS handshake failed (e.g. a plain-HTTP server, a bad certificate)."""
+
+
+class BrokenResponse(UpstreamError):
+    """The answer was cut off or is not valid HTTP/1.1."""
+
+
+class Client:
+    """Keep-alive connections to one origin (`base_url`'s scheme, host and port)."""
+
+    def __init__(self, base_url: str, *, connect_timeout_s: float, idle_timeout_s: float,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http:// or https:// URL: {base_url!r}")
+        self.host = url.hostname
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
+        default_port = self.port == (443 if url.scheme == "https" else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = host if default_port else f"{host}:{self.port}"
+        self.base_path = url.path.rstrip("/")
+        self.connect_timeout_s = connect_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self._idle: list[_Connection] = []  # most recently used last
+        self._busy: set[_Connection] = set()
+        self._closed = False
+
+    async def post(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> "Response":
+        """Send `body` to base path + `path` (which may carry a query string); returns once the
+        answer's head arrived. The caller reads the body and must close the Response."""
+        head = _request_head(self.base_path + path, self.host_header, headers, len(body))
+        connection = self._reusable() or await self._connect()
+        self._busy.add(connection)
+        try:
+            return await connection.send(head, body, self)
+        except BaseException:
+            self._busy.discard(connection)
+            connection.close()
+            raise
+
+    def _reusable(self) -> "_Connection | None":
+        now = asyncio.get_running_loop().time()
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if connection.open and now - connection.idle_since < KEEPALIVE_S:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self) -> "_Connection":
+        if self._closed:
+            raise ConnectFailed("the client is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self.idle_timeout_s), self.host, self.port, ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None)
+        except ssl.SSLError as exc:
+            raise TLSFailed(f"TLS handshake with {self.host}:{self.port} failed: {exc}") from None
+        except OSError as exc:  # refused, unreachable, unresolvable (socket.gaierror)
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        return connection
+
+    def release(self, connection: "_Connection") -> None:
+        """Take back a connection whose answer was read to its end (or close it, if it cannot be reused)."""
+        self._busy.discard(connection)
+        if not connection.reusable or self._closed:
+            connection.close()
+            return
+        now = connection.idle_since = asyncio.get_running_loop().time()
+        idle = self._idle
+        idle.append(connection)
+        while now - idle[0].idle_since >= KEEPALIVE_S:  # the least recently used, idle too long
+            idle.pop(0).close()
+
+    def forget(self, connection: "_Connection") -> None:
+        """A pooled connection was closed (by the server, or by us)."""
+        try:
+            self._idle.remove(connection)
+        except ValueError:
+            pass
+
+    def discard(self, connection: "_Connection") -> None:
+        self._busy.discard(connection)
+        connection.close()
+
+    async def close(self) -> None:
+        """Close every connection, idle or in use."""
+        self._closed = True
+        for connection in [*self._idle, *self._busy]:
+            connection.close()
+        self._idle.clear()
+        self._busy.clear()
+
+
+def _request_head(target: str, host: str, headers: Iterable[tuple[str, str]], length: int) -> bytes:
+    lines = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {length}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    text = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:  # a value must never split the head
+        raise UpstreamError("a request header holds a line break")
+    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+class Response:
+    """The upstream's answer: status and headers at once, the body as it arrives."""
+
+    __slots__ = ("status", "reason", "headers", "_connection", "_client", "_chunks", "_buffered", "_done", "_error",
+                 "_waiter", "_decoder", "_closed")
+
+    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy, connection: "_Connection",
+                 client: Client) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self._connection = connection
+        self._client = client
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+        self._decoder = _decoder_for(headers.get("content-encoding"))
+        self._closed = False
+
+    async def __aenter__(self) -> "Response":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the connection back when the body was read to the end; otherwise close it."""
+        if self._closed:
+            return
+        self._closed = True
+        connection, self._connection = self._connection, None
+        connection.response = None
+        if self._done and self._error is None:
+            self._client.release(connection)
+        else:
+            self._client.discard(connection)
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        if self._done and self._decoder is None and self._error is None:  # the usual JSON answer: all here
+            chunks, self._chunks = self._chunks, deque()
+            return b"".join(chunks)
+        parts = []
+        async for chunk in self.iter_chunks():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: each time, everything received since the last one."""
+        chunks = self._chunks
+        while True:
+            if chunks:
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
+                self._connection.resume()
+                if data:
+                    yield data
+            elif self._error is not None:
+                raise self._error
+            elif self._done:
+                tail = self._flush_decoder()
+                if tail:
+                    yield tail
+                return
+            else:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+
+    # called by the connection
+
+    def _feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                self._fail(BrokenResponse(f"the body does not decode: {exc}"))
+                return
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered > PAUSE_ABOVE:
+                self._connection.pause()
+            self._wake()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None and not self._done:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _flush_decoder(self) -> bytes:
+        decoder, self._decoder = self._decoder, None
+        if decoder is None:
+            return b""
+        try:
+            tail = decoder.flush()
+        except zlib.error as exc:
+            raise BrokenResponse(f"the body does not decode: {exc}") from None
+        if not decoder.eof:
+            raise BrokenResponse("the compressed body is cut short")
+        return tail
+
+
+def _decoder_for(content_encoding: str | None):
+    if not content_encoding:
+        return None
+    encoding = content_encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib-wrapped, as the RFC says (auto-detected)
+    if encoding == "identity":
+        return None
+    raise BrokenResponse(f"unsupported Content-Encoding {content_encoding!r}")
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: writes requests, parses answers, feeds their bodies to the Response."""
+
+    def __init__(self, idle_timeout_s: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.idle_timeout_s = idle_timeout_s
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.reusable = False
+        self.idle_since = 0.0
+        self.response: Response | None = None
+        self._head = bytearray()
+        self._head_waiter: asyncio.Future | None = None
+        self._client: Client | None = None
+        self._body = None  # _Length, _Chunked or _UntilClose while a body is arriving
+        self._keep_alive = False  # the answer being read allows another request after it
+        self._last_data = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self.loop.time()
+        try:
+            if self._body is not None:
+                self._body_data(data)
+            elif self._head_waiter is not None:
+                self._head_data(data)
+            else:  # bytes nobody asked for (an idle connection): it cannot be trusted again
+                self.close()
+        except BrokenResponse as exc:
+            self._abort(exc)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.reusable = False
+        self._stop_timer()
+        if self._client is not None and self.response is None:  # idle in the pool: leave it
+            self._client.forget(self)
+        body = self._body
+        if body is not None and body.until_close and exc is None:
+            self._body = None
+            self.response._finish()
+        else:
+            self._abort(BrokenResponse("the upstream closed the connection mid-answer" + (f": {exc}" if exc else "")))
+
+    def pause_writing(self) -> None:  # request bodies are written whole; the transport buffers them
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # requests
+
+    async def send(self, head: bytes, body: bytes, client: Client) -> Response:
+        if not self.open:
+            raise BrokenResponse("the connection closed before the request was sent")
+        self.reusable = False
+        self._client = client
+        self._head.clear()
+        self._head_waiter = waiter = self.loop.create_future()
+        self.transport.writelines((head, body))
+        self._last_data = self.loop.time()
+        self._timer = self.loop.call_at(self._last_data + self.idle_timeout_s, self._check_idle)
+        try:
+            return await waiter
+        finally:
+            self._head_waiter = None
+
+    def _head_data(self, data: bytes) -> None:
+        head = self._head
+        start = max(len(head) - 3, 0)
+        head += data
+        end = head.find(b"\r\n\r\n", start)
+        if end < 0:
+            if len(head) > MAX_HEAD_BYTES:
+                raise BrokenResponse("the answer's head is too large")
+            return
+        status, reason, headers, keep_alive = _parse_head(bytes(head[:end]))
+        rest = bytes(head[end + 4:])
+        head.clear()
+        if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the real head follows
+            if rest:
+                self._head_data(rest)
+            return
+        response = self.response = Response(status, reason, headers, self, self._client)
+        self._body = body = _body_framing(status, headers)
+        self._keep_alive = keep_alive and not body.until_close
+        waiter = self._head_waiter
+        if not waiter.done():
+            waiter.set_result(response)
+        if body.complete:
+            self._body_done()
+        elif rest:
+            self._body_data(rest)
+
+    def _body_data(self, data: bytes) -> None:
+        body = self._body
+        for piece in body.feed(data):
+            self.response._feed(piece)
+        if body.complete:
+            if body.extra:  # bytes after the end of the answer: the connection is out of step
+                self._keep_alive = False
+            self._body_done()
+
+    def _body_done(self) -> None:
+        self._body = None
+        self._stop_timer()
+        self.reusable = self._keep_alive and self.open
+        self.response._finish()
+
+    def _abort(self, error: BaseException) -> None:
+        """Fail whatever waits on this connection, and close it."""
+        self._stop_timer()
+        self._body = None
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        elif self.response is not None:
+            self.response._fail(error)
+        self.close()
+
+    # flow control and the idle timeout
+
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._last_data = self.loop.time()  # paused time is the reader's, not the upstream's
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _check_idle(self) -> None:
+        """Fires at the earliest moment the idle timeout could be reached; re-arms if data came since."""
+        self._timer = None
+        now = self.loop.time()
+        if self._paused:
+            self._last_data = now
+        deadline = self._last_data + self.idle_timeout_s
+        if now < deadline:
+            self._timer = self.loop.call_at(deadline, self._check_idle)
+        else:
+            self._abort(TimeoutError(f"no data from the upstream for {self.idle_timeout_s:g} seconds"))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self.open = False
+        self.reusable = False
+        self._stop_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy, bool]:
+    """(status, reason, headers, keep-alive) of an answer's head, without its blank line."""
+    breaks = head.count(b"\r\n")
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
+        raise BrokenResponse("a bare CR or LF in the answer's head")
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise BrokenResponse(f"not an HTTP/1.1 status line: {lines[0][:100]!r}")
+    headers = CIMultiDict()
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():  # also refuses obsolete line folding
+            raise BrokenResponse(f"a malformed header line: {line[:100]!r}")
+        headers.add(name, value.strip(" \t"))
+    connection = headers.get("connection", "").lower()
+    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    return int(code), reason, CIMultiDictProxy(headers), keep_alive
+
+
+def _body_framing(status: int, headers: CIMultiDictProxy):
+    if status in NO_BODY_STATUSES:
+        return _Length(0)
+    transfer = headers.get("transfer-encoding")
+    if transfer is not None:
+        if transfer.replace(" ", "").lower().split(",")[-1] != "chunked":
+            raise BrokenResponse(f"unsupported Transfer-Encoding {transfer!r}")
+        return _Chunked()
+    lengths = headers.getall("content-length", [])
+    if lengths:
+        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+            raise BrokenResponse(f"a malformed Content-Length {lengths!r}")
+        return _Length(int(lengths[0]))
+    return _UntilClose()
+
+
+class _Length:
+    """A body of Content-Length bytes."""
+
+    __slots__ = ("left", "extra")
+    until_close = False
+
+    def __init__(self, length: int) -> None:
+        self.left = length
+        self.extra = False
+
+    @property
+    def complete(self) -> bool:
+        return self.left == 0
+
+    def feed(self, data: bytes) -> tuple[bytes, ...]:
+        if len(data) <= self.left:
+            self.left -= len(data)
+            return (data,)
+        self.extra = True
+        data, self.left = data[:self.left], 0
+        return (data,)
+
+
+class _UntilClose:
+    """A body without a length: everything until the server closes (HTTP/1.0 style)."""
+
+    __slots__ = ()
+    until_close = True
+    complete = False
+    extra = False
+
+    def feed(self, data: bytes) -> tuple[bytes, ...]:
+        return (data,)
+
+
+class _Chunked:
+    """Transfer-Encoding: chunked, undone: size line, data, CRLF ... a zero size, trailers, CRLF."""
+
+    __slots__ = ("_buffer", "_left", "_state", "complete", "extra")
+    until_close = False
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._left = 0  # data bytes left in the current chunk
+        self._state = "size"  # size, data, data_end, trailers
+        self.complete = False
+        self.extra = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        if self._buffer:
+            data, self._buffer = self._buffer + data, b""
+        position, end = 0, len(data)
+        while position < end:
+            if self.complete:
+                self.extra = True
+                break
+            state = self._state
+            if state == "data":
+                take = min(self._left, end - position)
+                out.append(data[position:position + take])
+                position += take
+                self._left -= take
+                if not self._left:
+                    self._state = "data_end"
+                continue
+            line_end = data.find(b"\r\n", position)
+            if line_end < 0:
+                self._buffer = data[position:]
+                if len(self._buffer) > MAX_CHUNK_LINE:
+                    raise BrokenResponse("a chunk size line is too long")
+                break
+            line = data[position:line_end]
+            position = line_end + 2
+            if state == "size":
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise BrokenResponse(f"a malformed chunk size {line[:40]!r}") from None
+                if size < 0 or size_text[:1] in (b"+", b"-"):
+                    raise BrokenResponse(f"a malformed chunk size {line[:40]!r}")
+                self._left = size
+                self._state = "data" if size else "trailers"
+            elif state == "data_end":
+                if line:
+                    raise BrokenResponse("a chunk is longer than its size")
+                self._state = "size"
+            elif not line:  # the blank line after the trailers
+                self.complete = True
+        return out

@@ -1,0 +1,366 @@
+"""antex/http_client.py: the upstream HTTP/1.1 client, against scripted raw-socket servers.
+
+The gateway tests drive it through the fake Anthropic server (aiohttp, well-behaved HTTP); these
+cover what a well-behaved server never sends: odd framing, broken heads, early closes, stalls.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from contextlib import asynccontextmanager
+from typing import Awaitable, Callable
+
+import pytest
+
+from antex import http_client
+from antex.http_client import BrokenResponse, Client, ConnectFailed, UpstreamError, _Chunked, _parse_head
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+@asynccontextmanager
+async def server(handler: Handler):
+    """A loopback server running `handler` per connection; yields (base URL, connections made)."""
+    connections: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", connections
+    finally:
+        srv.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(head, body) of one request."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    return head, await reader.readexactly(length)
+
+
+def answering(*replies: bytes, close: bool = False) -> Handler:
+    """A handler sending `replies` in turn, one per request on the connection."""
+    async def handler(reader, writer):
+        for reply in replies:
+            await read_request(reader)
+            writer.write(reply)
+            await writer.drain()
+        if not close:
+            await reader.read()  # keep the connection open until the client closes it
+    return handler
+
+
+def client(url: str, idle: float = 5.0) -> Client:
+    return Client(url, connect_timeout_s=2, idle_timeout_s=idle)
+
+
+async def fetch(c: Client, body: bytes = b"{}", headers=()) -> tuple[int, dict, bytes]:
+    async with await c.post("/v1/messages", list(headers), body) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+# pure parts
+
+def test_parse_head_reads_status_headers_and_keep_alive() -> None:
+    status, reason, headers, keep_alive = _parse_head(
+        b"HTTP/1.1 529 Overloaded\r\nContent-Type: application/json\r\nX-A: 1\r\nx-a: 2\r\nEmpty:")
+    assert (status, reason, keep_alive) == (529, "Overloaded", True)
+    assert headers.getall("x-a") == ["1", "2"] and headers["content-type"] == "application/json" and headers["empty"] == ""
+    assert _parse_head(b"HTTP/1.1 200 OK\r\nConnection: close")[3] is False
+    assert _parse_head(b"HTTP/1.0 200 OK")[3] is False
+    assert _parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive")[3] is True
+    assert _parse_head(b"HTTP/1.1 204")[:2] == (204, "")
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/2 200 OK", b"ICY 200 OK", b"HTTP/1.1 2000 OK", b"HTTP/1.1 abc OK", b"garbage",
+    b"HTTP/1.1 200 OK\r\nNo colon here", b"HTTP/1.1 200 OK\r\n folded: value", b"HTTP/1.1 200 OK\r\nName : value",
+    b"HTTP/1.1 200 OK\r\nA: b\nInjected: yes", b"HTTP/1.1 200 OK\r\nA: b\rc",
+])
+def test_parse_head_refuses_what_is_not_http_1_1(head: bytes) -> None:
+    with pytest.raises(BrokenResponse):
+        _parse_head(head)
+
+
+CHUNKED = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n"
+
+
+def test_chunked_decoding_is_the_same_however_the_bytes_are_split() -> None:
+    for size in range(1, len(CHUNKED) + 1):
+        decoder, out = _Chunked(), []
+        for start in range(0, len(CHUNKED), size):
+            out += decoder.feed(CHUNKED[start:start + size])
+        assert b"".join(out) == b"hello 0123456789" and decoder.complete and not decoder.extra, size
+
+
+@pytest.mark.parametrize("body", [b"zz\r\n", b"-5\r\nhello\r\n", b"5\r\nhello world\r\n", b"+5\r\nhello\r\n"])
+def test_chunked_decoding_refuses_broken_framing(body: bytes) -> None:
+    with pytest.raises(BrokenResponse):
+        _Chunked().feed(body)
+
+
+def test_chunked_decoding_notices_bytes_after_the_end() -> None:
+    decoder = _Chunked()
+    assert decoder.feed(b"2\r\nhi\r\n0\r\n\r\nHTTP/1.1 200") == [b"hi"]
+    assert decoder.complete and decoder.extra
+
+
+def test_a_request_header_cannot_split_the_head() -> None:
+    with pytest.raises(UpstreamError):
+        http_client._request_head("/v1/messages", "h", [("x-a", "b\r\nx-injected: 1")], 0)
+    with pytest.raises(UpstreamError):
+        http_client._request_head("/v1/messages", "h", [("x-a", "b\nx")], 0)
+
+
+def test_base_url_parts() -> None:
+    c = Client("https://api.example.com/prefix/", connect_timeout_s=1, idle_timeout_s=1)
+    assert (c.host, c.port, c.host_header, c.base_path, c.ssl is not None) == ("api.example.com", 443, "api.example.com", "/prefix", True)
+    c = Client("http://[::1]:8080", connect_timeout_s=1, idle_timeout_s=1)
+    assert (c.host, c.port, c.host_header, c.base_path, c.ssl) == ("::1", 8080, "[::1]:8080", "", None)
+    with pytest.raises(ValueError):
+        Client("ftp://x", connect_timeout_s=1, idle_timeout_s=1)
+
+
+# against servers
+
+async def test_request_bytes_and_keep_alive_reuse() -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader, writer):
+        for _ in range(2):
+            seen.append(await read_request(reader))
+            writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\n{}")
+        await reader.read()
+
+    async with server(handler) as (url, connections):
+        c = client(url + "/base")
+        for _ in range(2):
+            assert await fetch(c, b'{"a":1}', [("x-api-key", "k"), ("anthropic-version", "2023-06-01")]) == (
+                200, {"Content-Type": "application/json", "Content-Length": "2"}, b"{}")
+        await c.close()
+    assert len(connections) == 1  # the second request reused the first connection
+    head, body = seen[0]
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /base/v1/messages HTTP/1.1" and body == b'{"a":1}'
+    assert set(lines[1:-2]) == {b"Host: 127.0.0.1:" + url.rsplit(":", 1)[1].encode(), b"Content-Length: 7",
+                                b"x-api-key: k", b"anthropic-version: 2023-06-01"}
+
+
+async def test_chunked_stream_arrives_piece_by_piece() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Content-Length: 4\r\n\r\nnext")
+        await reader.read()
+
+    async with server(handler) as (url, connections):
+        c = client(url)
+        async with await c.post("/v1/messages", [], b"{}") as response:
+            chunks = response.iter_chunks()
+            assert await chunks.__anext__() == b"first"  # before the rest was even sent
+            release.set()
+            assert [chunk async for chunk in chunks] == [b"second"]
+        assert (await fetch(c))[2] == b"next"  # the connection was given back...
+        await c.close()
+    assert len(connections) == 1  # ...and reused
+
+
+async def test_connection_close_and_http_1_0_bodies() -> None:
+    async with server(answering(OK_HEAD + b"Connection: close\r\nContent-Length: 2\r\n\r\nok", close=True)) as (url, connections):
+        c = client(url)
+        assert (await fetch(c))[2] == b"ok"
+        assert (await fetch(c))[2] == b"ok"
+        await c.close()
+    assert len(connections) == 2  # not reused after Connection: close
+    async with server(answering(b"HTTP/1.0 200 OK\r\n\r\nuntil the end", close=True)) as (url, _):
+        c = client(url)
+        assert (await fetch(c))[2] == b"until the end"
+        await c.close()
+
+
+async def test_interim_answers_are_skipped_and_204_has_no_body() -> None:
+    reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n" + OK_HEAD + b"Content-Length: 2\r\n\r\nok"
+    async with server(answering(reply, b"HTTP/1.1 204 No Content\r\n\r\n")) as (url, _):
+        c = client(url)
+        assert await fetch(c) == (200, {"Content-Type": "application/json", "Content-Length": "2"}, b"ok")
+        assert await fetch(c) == (204, {}, b"")
+        await c.close()
+
+
+async def test_compressed_bodies_are_decoded_and_a_cut_one_is_broken() -> None:
+    text = b'{"content": "' + b"z" * 5000 + b'"}'
+    zipped = gzip.compress(text)
+    deflated = zlib.compress(text)
+    replies = [OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(zipped), zipped),
+               OK_HEAD + b"Content-Encoding: deflate\r\nContent-Length: %d\r\n\r\n%s" % (len(deflated), deflated),
+               OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: 20\r\n\r\n" + zipped[:20]]
+    async with server(answering(*replies)) as (url, _):
+        c = client(url)
+        assert (await fetch(c))[2] == text
+        assert (await fetch(c))[2] == text
+        with pytest.raises(BrokenResponse):
+            await fetch(c)
+        await c.close()
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the server closes
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    b"HTTP/1.1 200 OK\r\nContent-Le",
+    b"",
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024),
+])
+async def test_broken_answers_are_upstream_errors(reply: bytes) -> None:
+    async with server(answering(reply, close=True)) as (url, _):
+        c = client(url)
+        with pytest.raises(UpstreamError):
+            await fetch(c)
+        assert not c._idle and not c._busy  # the broken connection was not kept
+        await c.close()
+
+
+async def test_bytes_after_the_body_make_the_connection_unusable() -> None:
+    async with server(answering(OK_HEAD + b"Content-Length: 2\r\n\r\nokEXTRA", OK_HEAD + b"Content-Length: 2\r\n\r\nok")) as (url, connections):
+        c = client(url)
+        assert (await fetch(c))[2] == b"ok"
+        assert not c._idle
+        await c.close()
+
+
+async def test_idle_timeout_waiting_for_the_head_and_mid_body() -> None:
+    async def silent(reader, writer):
+        await read_request(reader)
+        await reader.read()
+
+    async def stalls(reader, writer):
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Content-Length: 10\r\n\r\nhalf")
+        await reader.read()
+
+    for handler in (silent, stalls):
+        async with server(handler) as (url, _):
+            c = client(url, idle=0.3)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                await fetch(c)
+            assert 0.25 < asyncio.get_running_loop().time() - started < 2
+            await c.close()
+
+
+async def test_a_slow_but_live_stream_is_never_timed_out() -> None:
+    async def trickle(reader, writer):
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):  # 1.2 s in all, never 0.3 s without a byte
+            await asyncio.sleep(0.15)
+            writer.write(b"1\r\nx\r\n")
+        writer.write(b"0\r\n\r\n")
+        await reader.read()
+
+    async with server(trickle) as (url, _):
+        c = client(url, idle=0.3)
+        assert (await fetch(c))[2] == b"x" * 8
+        await c.close()
+
+
+async def test_a_slow_reader_pauses_the_socket_and_loses_nothing(monkeypatch) -> None:
+    body = bytes(range(256)) * 16 * 1024  # 4 MiB, several times the pause threshold
+    pauses = []
+    pause = http_client._Connection.pause
+    monkeypatch.setattr(http_client._Connection, "pause", lambda self: pauses.append(1) or pause(self))
+
+    async with server(answering(OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)) as (url, _):
+        c = client(url, idle=0.5)
+        received = []
+        async with await c.post("/", [], b"") as response:
+            async for chunk in response.iter_chunks():
+                received.append(chunk)
+                await asyncio.sleep(0.05)  # slower than the socket: longer than the idle timeout in all
+        assert b"".join(received) == body and pauses
+        await c.close()
+
+
+async def test_leaving_an_answer_unread_closes_its_connection() -> None:
+    closed = asyncio.Event()
+
+    async def endless(reader, writer):
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"1\r\nx\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except ConnectionError:
+            closed.set()
+
+    async with server(endless) as (url, _):
+        c = client(url)
+        async with await c.post("/", [], b"") as response:
+            await response.iter_chunks().__anext__()
+        await asyncio.wait_for(closed.wait(), 5)
+        assert not c._idle and not c._busy
+        await c.close()
+
+
+async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
+    async with server(answering(OK_HEAD + b"Content-Length: 2\r\n\r\nok", close=True)) as (url, connections):
+        c = client(url)  # no Connection: close, but the server hangs up after one answer
+        assert (await fetch(c))[2] == b"ok"
+        await asyncio.sleep(0.1)
+        assert not c._idle  # dropped from the pool when the server closed it
+        assert (await fetch(c))[2] == b"ok"
+        await c.close()
+    assert len(connections) == 2
+
+
+async def test_connect_failures() -> None:
+    async with server(answering()) as (url, _):
+        pass  # closed: the port now refuses
+    with pytest.raises(ConnectFailed):
+        await fetch(client(url))
+    async def plain_http(reader, writer):  # answers a TLS hello as a plain-HTTP server would
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    async with server(plain_http) as (plain, _):
+        with pytest.raises(http_client.TLSFailed):
+            await fetch(client(plain.replace("http://", "https://")))
+
+
+async def test_cancelling_a_request_closes_its_connection() -> None:
+    async def silent(reader, writer):
+        await read_request(reader)
+        await reader.read()
+
+    async with server(silent) as (url, _):
+        c = client(url)
+        task = asyncio.ensure_future(fetch(c))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not c._idle and not c._busy
+        await c.close()
