@@ -520,7 +520,10 @@ class _UntilClose:
 
 
 class _Chunked:
-    """Transfer-Encoding: chunked, undone: size line, data, CRLF ... a zero size, trailers, CRLF."""
+    """Transfer-Encoding: chunked, undone: size line, data, CRLF ... a zero size, trailers, CRLF.
+
+    A stream arrives as one chunk per event, dozens per read: whole chunks are cut in one tight
+    step each; only a chunk split across reads goes through the states."""
 
     __slots__ = ("_buffer", "_left", "_state", "complete", "extra")
     until_close = False
@@ -528,7 +531,7 @@ class _Chunked:
     def __init__(self) -> None:
         self._buffer = b""
         self._left = 0  # data bytes left in the current chunk
-        self._state = "size"  # size, data, data_end, trailers
+        self._state = _SIZE
         self.complete = False
         self.extra = False
 
@@ -538,40 +541,68 @@ class _Chunked:
             data, self._buffer = self._buffer + data, b""
         position, end = 0, len(data)
         while position < end:
-            if self.complete:
-                self.extra = True
-                break
             state = self._state
-            if state == "data":
+            if state == _SIZE:
+                line_end = data.find(b"\r\n", position)
+                if line_end < 0:
+                    self._keep(data, position)
+                    break
+                size = _chunk_size(data[position:line_end])
+                start = line_end + 2
+                stop = start + size
+                if not size:
+                    self._state, position = _TRAILERS, start
+                elif stop + 2 <= end:  # the whole chunk is here: the usual case
+                    if data[stop:stop + 2] != b"\r\n":
+                        raise BrokenResponse("a chunk is longer than its size")
+                    out.append(data[start:stop])
+                    position = stop + 2
+                else:
+                    self._state, self._left, position = _DATA, size, start
+            elif state == _DATA:
                 take = min(self._left, end - position)
                 out.append(data[position:position + take])
                 position += take
                 self._left -= take
                 if not self._left:
-                    self._state = "data_end"
-                continue
-            line_end = data.find(b"\r\n", position)
-            if line_end < 0:
-                self._buffer = data[position:]
-                if len(self._buffer) > MAX_CHUNK_LINE:
-                    raise BrokenResponse("a chunk size line is too long")
+                    self._state = _DATA_END
+            elif self.complete:
+                self.extra = True
                 break
-            line = data[position:line_end]
-            position = line_end + 2
-            if state == "size":
-                size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise BrokenResponse(f"a malformed chunk size {line[:40]!r}") from None
-                if size < 0 or size_text[:1] in (b"+", b"-"):
-                    raise BrokenResponse(f"a malformed chunk size {line[:40]!r}")
-                self._left = size
-                self._state = "data" if size else "trailers"
-            elif state == "data_end":
-                if line:
-                    raise BrokenResponse("a chunk is longer than its size")
-                self._state = "size"
-            elif not line:  # the blank line after the trailers
-                self.complete = True
+            else:  # _DATA_END or _TRAILERS: a line
+                line_end = data.find(b"\r\n", position)
+                if line_end < 0:
+                    self._keep(data, position)
+                    break
+                line = data[position:line_end]
+                position = line_end + 2
+                if state == _DATA_END:
+                    if line:
+                        raise BrokenResponse("a chunk is longer than its size")
+                    self._state = _SIZE
+                elif not line:  # the blank line after the trailers
+                    self.complete = True
         return out
+
+    def _keep(self, data: bytes, position: int) -> None:
+        """An unfinished line waits for the next read."""
+        self._buffer = data[position:]
+        if len(self._buffer) > MAX_CHUNK_LINE:
+            raise BrokenResponse("a chunk size or trailer line is too long")
+
+
+_SIZE, _DATA, _DATA_END, _TRAILERS = range(4)
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk size line (`1a` or `1a;name=value`), strictly hexadecimal."""
+    text = line.split(b";", 1)[0].rstrip(b" \t") if b";" in line else line
+    if not text or text[0] not in _HEX_DIGITS or b"_" in text or len(text) > 16:
+        raise BrokenResponse(f"a malformed chunk size {line[:40]!r}")
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise BrokenResponse(f"a malformed chunk size {line[:40]!r}") from None
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")

@@ -64,7 +64,7 @@ class PassThrough:
             run = DELTA_RUN.match(data, position)
             if run is not None:  # the bulk of the stream: only its size counts (see UsageMeter.observe)
                 stop = run.end()
-                frames = data.count(b"\n\n", position, stop)
+                frames = data.count(DELTA_FRAME, position, stop)  # once per frame: data lines hold no LF
                 meter.count_deltas(stop - position - frames * DELTA_FRAMING, frames)
             else:
                 stop = _frame_end(data, position, end)
