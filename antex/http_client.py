@@ -442,6 +442,7 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.open = False
         self.reusable = False
+        self._body = None  # whatever still arrives is nobody's
         self._stop_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

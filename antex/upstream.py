@@ -1,6 +1,7 @@
-"""The one connection pool to Anthropic: header filtering both ways, and idle-read timeouts.
-
-There is no total timeout: a healthy stream may run for as long as it keeps sending bytes.
+"""What goes to Anthropic and what comes back: header filtering both ways, and every way the
+upstream can fail turned into a clear Anthropic-shaped error. The connections themselves are
+antex/http_client.py's: one pool, an idle-read timeout and no total one (a healthy stream may run
+for as long as it keeps sending bytes).
 """
 from __future__ import annotations
 
