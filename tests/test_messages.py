@@ -6,7 +6,9 @@ import anthropic
 import orjson
 import pytest
 from aiohttp import ClientSession
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from antex import upstream
 from tests.conftest import Gateway, sample_body
 from tests.fake_replies import text_reply, tool_use_reply
 
@@ -57,6 +59,19 @@ async def test_client_key_is_swapped_and_body_forwarded_byte_for_byte(gateway: G
     assert seen.headers["x-api-key"] != key
     assert key not in str(dict(seen.headers))
     assert seen.headers["anthropic-beta"] == "tools-2024-04-04"
+
+
+def test_upstream_request_headers() -> None:
+    client = CIMultiDictProxy(CIMultiDict([
+        ("X-Api-Key", "sk_live_client"), ("Authorization", "Bearer x"), ("Accept-Encoding", "br"), ("Host", "antex"),
+        ("Anthropic-Beta", "a"), ("Anthropic-Beta", "b"), ("X-Forwarded-For", "1.2.3.4"), ("User-Agent", "claude-cli")]))
+    assert upstream.request_headers(client, "sk-ant-operator") == [
+        ("Anthropic-Beta", "a"), ("Anthropic-Beta", "b"), ("User-Agent", "claude-cli"), ("x-api-key", "sk-ant-operator"),
+        ("accept-encoding", "gzip, deflate"), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")]
+    sent = CIMultiDictProxy(CIMultiDict([("anthropic-version", "2024-01-01"), ("Content-Type", "application/json; charset=utf-8")]))
+    assert upstream.request_headers(sent, "k")[:2] == [("anthropic-version", "2024-01-01"),
+                                                         ("Content-Type", "application/json; charset=utf-8")]
+    assert len(upstream.request_headers(sent, "k")) == 4  # the client's own version and type are kept, not doubled
 
 
 async def test_sdk_streaming_text_and_usage(gateway: Gateway) -> None:
