@@ -384,8 +384,9 @@ class _Connection(asyncio.Protocol):
 
     def _body_data(self, data: bytes) -> None:
         body = self._body
-        for piece in body.feed(data):
-            self.response._feed(piece)
+        pieces = body.feed(data)
+        if pieces:  # a stream's dozens of chunks per read reach the reader as one
+            self.response._feed(pieces[0] if len(pieces) == 1 else b"".join(pieces))
         if body.complete:
             if body.extra:  # bytes after the end of the answer: the connection is out of step
                 self._keep_alive = False

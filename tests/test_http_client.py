@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import zlib
 from contextlib import asynccontextmanager
 from typing import Awaitable, Callable
 
 import pytest
+import trustme
 
 from antex import http_client
 from antex.http_client import BrokenResponse, Client, ConnectFailed, UpstreamError, _Chunked, _parse_head
@@ -364,3 +366,54 @@ async def test_cancelling_a_request_closes_its_connection() -> None:
             await task
         assert not c._idle and not c._busy
         await c.close()
+
+
+# TLS, as every real upstream is reached
+
+@asynccontextmanager
+async def tls_server(handler: Handler):
+    """`server`, over TLS with a throwaway CA; yields (base URL, a client context trusting it)."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_context)
+    try:
+        yield f"https://localhost:{srv.sockets[0].getsockname()[1]}", client_context
+    finally:
+        srv.close()
+
+
+async def tls_round_trip() -> None:
+    """Two requests on one TLS connection: a JSON answer and a chunked stream; then a wrong name."""
+    async def handler(reader, writer):
+        head, body = await read_request(reader)
+        assert body == b'{"n":1}' and b"Host: localhost:" in head
+        writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\n{}")
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"1\r\n%d\r\n" % i for i in range(10)) + b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async with tls_server(handler) as (url, context):
+        c = Client(url, connect_timeout_s=2, idle_timeout_s=5, ssl_context=context)
+        assert await fetch(c, b'{"n":1}') == (200, {"Content-Type": "application/json", "Content-Length": "2"}, b"{}")
+        assert (await fetch(c))[2] == b"0123456789"
+        await c.close()
+        wrong_name = Client(url.replace("localhost", "127.0.0.1"), connect_timeout_s=2, idle_timeout_s=5, ssl_context=context)
+        with pytest.raises(http_client.TLSFailed):  # the certificate names localhost only
+            await fetch(wrong_name)
+        untrusted = Client(url, connect_timeout_s=2, idle_timeout_s=5)  # the system's CAs do not know this one
+        with pytest.raises(http_client.TLSFailed):
+            await fetch(untrusted)
+
+
+async def test_tls_round_trip() -> None:
+    await tls_round_trip()
+
+
+def test_tls_round_trip_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")  # what `antex serve` runs on
+    uvloop.run(tls_round_trip())
