@@ -15,6 +15,7 @@ abandoned (a slow but live stream never is).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import zlib
 from collections import deque
@@ -28,6 +29,7 @@ MAX_CHUNK_LINE = 4 * 1024
 PAUSE_ABOVE = 1024 * 1024  # bytes received but not yet taken by the reader: stop reading the socket...
 RESUME_BELOW = 256 * 1024  # ...until it drained to this
 KEEPALIVE_S = 60.0  # an idle pooled connection older than this is closed rather than reused
+DNS_TTL_S = 300.0  # the upstream's addresses are looked up again after this long
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -67,6 +69,9 @@ class Client:
         self._idle: list[_Connection] = []  # most recently used last
         self._busy: set[_Connection] = set()
         self._closed = False
+        self._addresses: list[tuple[int, str]] = []  # (family, address) from the last lookup...
+        self._addresses_until = 0.0  # ...good until then
+        self._lookup: asyncio.Future | None = None  # the lookup in progress, shared by every connect
 
     async def post(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> "Response":
         """Send `body` to base path + `path` (which may carry a query string); returns once the
@@ -92,19 +97,47 @@ class Client:
         return None
 
     async def _connect(self) -> "_Connection":
+        """A new connection, trying the upstream's addresses in turn (all within connect_timeout_s)."""
         if self._closed:
             raise ConnectFailed("the client is closed")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self.idle_timeout_s), self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.host if self.ssl else None)
+                failure: OSError | None = None
+                for family, address in await self._resolve():
+                    try:
+                        _, connection = await loop.create_connection(
+                            lambda: _Connection(self.idle_timeout_s), address, self.port, family=family, ssl=self.ssl,
+                            server_hostname=self.host if self.ssl else None)
+                        return connection
+                    except ssl.SSLError:
+                        raise
+                    except OSError as exc:  # refused or unreachable: the next address may answer
+                        failure = exc
+                raise failure or OSError("no address")
         except ssl.SSLError as exc:
             raise TLSFailed(f"TLS handshake with {self.host}:{self.port} failed: {exc}") from None
         except OSError as exc:  # refused, unreachable, unresolvable (socket.gaierror)
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
-        return connection
+
+    async def _resolve(self) -> list[tuple[int, str]]:
+        """The upstream's addresses, looked up at most once per DNS_TTL_S however many connect at once."""
+        if self._addresses and asyncio.get_running_loop().time() < self._addresses_until:
+            return self._addresses
+        if self._lookup is None:
+            self._lookup = asyncio.ensure_future(self._look_up())
+            self._lookup.add_done_callback(lambda lookup: lookup.cancelled() or lookup.exception())  # seen, if nobody waits
+        return await asyncio.shield(self._lookup)  # one caller's timeout does not cancel everyone's lookup
+
+    async def _look_up(self) -> list[tuple[int, str]]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        finally:
+            self._lookup = None
+        self._addresses = list(dict.fromkeys((family, sockaddr[0]) for family, _, _, _, sockaddr in infos))
+        self._addresses_until = loop.time() + DNS_TTL_S
+        return self._addresses
 
     def release(self, connection: "_Connection") -> None:
         """Take back a connection whose answer was read to its end (or close it, if it cannot be reused)."""

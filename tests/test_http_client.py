@@ -417,3 +417,24 @@ async def test_tls_round_trip() -> None:
 def test_tls_round_trip_on_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")  # what `antex serve` runs on
     uvloop.run(tls_round_trip())
+
+
+async def test_the_upstream_name_is_looked_up_once_for_many_connections(monkeypatch) -> None:
+    loop = asyncio.get_running_loop()
+    lookups = []
+    real = loop.getaddrinfo
+
+    async def counting(*args, **kwargs):
+        lookups.append(args[0])
+        await asyncio.sleep(0.05)  # slow enough that every connect below waits on the same lookup
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    async with server(answering(OK_HEAD + b"Content-Length: 2\r\n\r\nok")) as (url, connections):
+        c = client(url.replace("127.0.0.1", "localhost"))
+        answers = await asyncio.gather(*[fetch(c) for _ in range(5)])
+        assert [body for _, _, body in answers] == [b"ok"] * 5 and len(connections) == 5
+        assert lookups == ["localhost"]
+        await c.close()
+    with pytest.raises((ConnectFailed, TimeoutError)):  # a resolver without network may just take too long
+        await fetch(client("http://antex-test.invalid"))
