@@ -1,14 +1,15 @@
 """A small keep-alive HTTP/1.1 client for the one upstream, on asyncio's own transports.
 
 Antex sends one kind of request to one origin: a POST whose body is already in hand, answered by
-JSON or by a stream of server-sent events. aiohttp's general-purpose ClientSession spent about
-350k CPU instructions on each such request (URL objects, cookie jar, tracing, payload and timer
-machinery): more than Antex's own work and the aiohttp server's together. Here a request is one
+JSON or by a stream of server-sent events. aiohttp's general-purpose ClientSession cost about 250k
+CPU instructions more per proxied request than this client (URL objects, cookie jar, tracing,
+payload and timer machinery): about as much as all of Antex's own work. Here a request is one
 buffer written to a pooled connection, the answer's head is parsed with bytes methods, and its
 body is handed on as it arrives, chunked and gzip framing undone. Connections are reused while
 the server keeps them open; nothing is ever retried (a POST is not idempotent).
 
-Failures are `UpstreamError`s (`ConnectFailed`, `TLSFailed`, `BrokenResponse`) or `TimeoutError`:
+The wire format itself (heads, framings, codings) is antex/http1.py's. Failures are
+`UpstreamError`s (`ConnectFailed`, `TLSFailed`, `BrokenResponse`) or `TimeoutError`:
 connecting takes at most `connect_timeout_s`, and an answer with no byte for `idle_timeout_s` is
 abandoned (a slow but live stream never is).
 """
@@ -22,19 +23,14 @@ from collections import deque
 from typing import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_CHUNK_LINE = 4 * 1024
-PAUSE_ABOVE = 1024 * 1024  # bytes received but not yet taken by the reader: stop reading the socket...
-RESUME_BELOW = 256 * 1024  # ...until it drained to this
+from antex import http1
+from antex.http1 import BrokenResponse, UpstreamError
+
+PAUSE_ABOVE = 1024 * 1024  # received but not yet taken by the reader: the socket waits until it is
 KEEPALIVE_S = 60.0  # an idle pooled connection older than this is closed rather than reused
 DNS_TTL_S = 300.0  # the upstream's addresses are looked up again after this long
-NO_BODY_STATUSES = frozenset({204, 304})
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached, or broke the protocol or the connection."""
 
 
 class ConnectFailed(UpstreamError):
@@ -43,10 +39,6 @@ class ConnectFailed(UpstreamError):
 
 class TLSFailed(ConnectFailed):
     """The TLS handshake failed (e.g. a plain-HTTP server, a bad certificate)."""
-
-
-class BrokenResponse(UpstreamError):
-    """The answer was cut off or is not valid HTTP/1.1."""
 
 
 class Client:
@@ -76,7 +68,7 @@ class Client:
     async def post(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> "Response":
         """Send `body` to base path + `path` (which may carry a query string); returns once the
         answer's head arrived. The caller reads the body and must close the Response."""
-        head = _request_head(self.base_path + path, self.host_header, headers, len(body))
+        head = http1.request_head(self.base_path + path, self.host_header, headers, len(body))
         connection = self._reusable() or await self._connect()
         self._busy.add(connection)
         try:
@@ -171,16 +163,6 @@ class Client:
         self._busy.clear()
 
 
-def _request_head(target: str, host: str, headers: Iterable[tuple[str, str]], length: int) -> bytes:
-    lines = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {length}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    text = "\r\n".join(lines)
-    breaks = len(lines) - 1
-    if text.count("\n") != breaks or text.count("\r") != breaks:  # a value must never split the head
-        raise UpstreamError("a request header holds a line break")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
-
-
 class Response:
     """The upstream's answer: status and headers at once, the body as it arrives."""
 
@@ -199,7 +181,7 @@ class Response:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
-        self._decoder = _decoder_for(headers.get("content-encoding"))
+        self._decoder = http1.decoder_for(headers.get("content-encoding"))
         self._closed = False
 
     async def __aenter__(self) -> "Response":
@@ -287,28 +269,7 @@ class Response:
 
     def _flush_decoder(self) -> bytes:
         decoder, self._decoder = self._decoder, None
-        if decoder is None:
-            return b""
-        try:
-            tail = decoder.flush()
-        except zlib.error as exc:
-            raise BrokenResponse(f"the body does not decode: {exc}") from None
-        if not decoder.eof:
-            raise BrokenResponse("the compressed body is cut short")
-        return tail
-
-
-def _decoder_for(content_encoding: str | None):
-    if not content_encoding:
-        return None
-    encoding = content_encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib-wrapped, as the RFC says (auto-detected)
-    if encoding == "identity":
-        return None
-    raise BrokenResponse(f"unsupported Content-Encoding {content_encoding!r}")
+        return http1.finish_decoding(decoder) if decoder is not None else b""
 
 
 class _Connection(asyncio.Protocol):
@@ -325,7 +286,7 @@ class _Connection(asyncio.Protocol):
         self._head = bytearray()
         self._head_waiter: asyncio.Future | None = None
         self._client: Client | None = None
-        self._body = None  # _Length, _Chunked or _UntilClose while a body is arriving
+        self._body = None  # http1.Length, Chunked or UntilClose while a body is arriving
         self._keep_alive = False  # the answer being read allows another request after it
         self._last_data = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -394,10 +355,10 @@ class _Connection(asyncio.Protocol):
         head += data
         end = head.find(b"\r\n\r\n", start)
         if end < 0:
-            if len(head) > MAX_HEAD_BYTES:
+            if len(head) > http1.MAX_HEAD_BYTES:
                 raise BrokenResponse("the answer's head is too large")
             return
-        status, reason, headers, keep_alive = _parse_head(bytes(head[:end]))
+        status, reason, headers, keep_alive = http1.parse_head(bytes(head[:end]))
         rest = bytes(head[end + 4:])
         head.clear()
         if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the real head follows
@@ -405,7 +366,7 @@ class _Connection(asyncio.Protocol):
                 self._head_data(rest)
             return
         response = self.response = Response(status, reason, headers, self, self._client)
-        self._body = body = _body_framing(status, headers)
+        self._body = body = http1.body_framing(status, headers)
         self._keep_alive = keep_alive and not body.until_close
         waiter = self._head_waiter
         if not waiter.done():
@@ -482,162 +443,3 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy, bool]:
-    """(status, reason, headers, keep-alive) of an answer's head, without its blank line."""
-    breaks = head.count(b"\r\n")
-    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
-        raise BrokenResponse("a bare CR or LF in the answer's head")
-    lines = head.decode("utf-8", "replace").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise BrokenResponse(f"not an HTTP/1.1 status line: {lines[0][:100]!r}")
-    headers = CIMultiDict()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():  # also refuses obsolete line folding
-            raise BrokenResponse(f"a malformed header line: {line[:100]!r}")
-        headers.add(name, value.strip(" \t"))
-    connection = headers.get("connection", "").lower()
-    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-    return int(code), reason, CIMultiDictProxy(headers), keep_alive
-
-
-def _body_framing(status: int, headers: CIMultiDictProxy):
-    if status in NO_BODY_STATUSES:
-        return _Length(0)
-    transfer = headers.get("transfer-encoding")
-    if transfer is not None:
-        if transfer.replace(" ", "").lower().split(",")[-1] != "chunked":
-            raise BrokenResponse(f"unsupported Transfer-Encoding {transfer!r}")
-        return _Chunked()
-    lengths = headers.getall("content-length", [])
-    if lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
-            raise BrokenResponse(f"a malformed Content-Length {lengths!r}")
-        return _Length(int(lengths[0]))
-    return _UntilClose()
-
-
-class _Length:
-    """A body of Content-Length bytes."""
-
-    __slots__ = ("left", "extra")
-    until_close = False
-
-    def __init__(self, length: int) -> None:
-        self.left = length
-        self.extra = False
-
-    @property
-    def complete(self) -> bool:
-        return self.left == 0
-
-    def feed(self, data: bytes) -> tuple[bytes, ...]:
-        if len(data) <= self.left:
-            self.left -= len(data)
-            return (data,)
-        self.extra = True
-        data, self.left = data[:self.left], 0
-        return (data,)
-
-
-class _UntilClose:
-    """A body without a length: everything until the server closes (HTTP/1.0 style)."""
-
-    __slots__ = ()
-    until_close = True
-    complete = False
-    extra = False
-
-    def feed(self, data: bytes) -> tuple[bytes, ...]:
-        return (data,)
-
-
-class _Chunked:
-    """Transfer-Encoding: chunked, undone: size line, data, CRLF ... a zero size, trailers, CRLF.
-
-    A stream arrives as one chunk per event, dozens per read: whole chunks are cut in one tight
-    step each; only a chunk split across reads goes through the states."""
-
-    __slots__ = ("_buffer", "_left", "_state", "complete", "extra")
-    until_close = False
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._left = 0  # data bytes left in the current chunk
-        self._state = _SIZE
-        self.complete = False
-        self.extra = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        if self._buffer:
-            data, self._buffer = self._buffer + data, b""
-        position, end = 0, len(data)
-        while position < end:
-            state = self._state
-            if state == _SIZE:
-                line_end = data.find(b"\r\n", position)
-                if line_end < 0:
-                    self._keep(data, position)
-                    break
-                size = _chunk_size(data[position:line_end])
-                start = line_end + 2
-                stop = start + size
-                if not size:
-                    self._state, position = _TRAILERS, start
-                elif stop + 2 <= end:  # the whole chunk is here: the usual case
-                    if data[stop:stop + 2] != b"\r\n":
-                        raise BrokenResponse("a chunk is longer than its size")
-                    out.append(data[start:stop])
-                    position = stop + 2
-                else:
-                    self._state, self._left, position = _DATA, size, start
-            elif state == _DATA:
-                take = min(self._left, end - position)
-                out.append(data[position:position + take])
-                position += take
-                self._left -= take
-                if not self._left:
-                    self._state = _DATA_END
-            elif self.complete:
-                self.extra = True
-                break
-            else:  # _DATA_END or _TRAILERS: a line
-                line_end = data.find(b"\r\n", position)
-                if line_end < 0:
-                    self._keep(data, position)
-                    break
-                line = data[position:line_end]
-                position = line_end + 2
-                if state == _DATA_END:
-                    if line:
-                        raise BrokenResponse("a chunk is longer than its size")
-                    self._state = _SIZE
-                elif not line:  # the blank line after the trailers
-                    self.complete = True
-        return out
-
-    def _keep(self, data: bytes, position: int) -> None:
-        """An unfinished line waits for the next read."""
-        self._buffer = data[position:]
-        if len(self._buffer) > MAX_CHUNK_LINE:
-            raise BrokenResponse("a chunk size or trailer line is too long")
-
-
-_SIZE, _DATA, _DATA_END, _TRAILERS = range(4)
-
-
-def _chunk_size(line: bytes) -> int:
-    """The size of a chunk size line (`1a` or `1a;name=value`), strictly hexadecimal."""
-    text = line.split(b";", 1)[0].rstrip(b" \t") if b";" in line else line
-    if not text or text[0] not in _HEX_DIGITS or b"_" in text or len(text) > 16:
-        raise BrokenResponse(f"a malformed chunk size {line[:40]!r}")
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise BrokenResponse(f"a malformed chunk size {line[:40]!r}") from None
-
-
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")

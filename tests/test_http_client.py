@@ -1,4 +1,4 @@
-"""antex/http_client.py: the upstream HTTP/1.1 client, against scripted raw-socket servers.
+"""The upstream HTTP/1.1 client (antex/http1.py, antex/http_client.py), against scripted servers.
 
 The gateway tests drive it through the fake Anthropic server (aiohttp, well-behaved HTTP); these
 cover what a well-behaved server never sends: odd framing, broken heads, early closes, stalls.
@@ -15,8 +15,9 @@ from typing import Awaitable, Callable
 import pytest
 import trustme
 
-from antex import http_client
-from antex.http_client import BrokenResponse, Client, ConnectFailed, UpstreamError, _Chunked, _parse_head
+from antex import http1, http_client
+from antex.http1 import BrokenResponse, Chunked, UpstreamError, parse_head
+from antex.http_client import Client, ConnectFailed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -75,14 +76,14 @@ async def fetch(c: Client, body: bytes = b"{}", headers=()) -> tuple[int, dict, 
 # pure parts
 
 def test_parse_head_reads_status_headers_and_keep_alive() -> None:
-    status, reason, headers, keep_alive = _parse_head(
+    status, reason, headers, keep_alive = parse_head(
         b"HTTP/1.1 529 Overloaded\r\nContent-Type: application/json\r\nX-A: 1\r\nx-a: 2\r\nEmpty:")
     assert (status, reason, keep_alive) == (529, "Overloaded", True)
     assert headers.getall("x-a") == ["1", "2"] and headers["content-type"] == "application/json" and headers["empty"] == ""
-    assert _parse_head(b"HTTP/1.1 200 OK\r\nConnection: close")[3] is False
-    assert _parse_head(b"HTTP/1.0 200 OK")[3] is False
-    assert _parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive")[3] is True
-    assert _parse_head(b"HTTP/1.1 204")[:2] == (204, "")
+    assert parse_head(b"HTTP/1.1 200 OK\r\nConnection: close")[3] is False
+    assert parse_head(b"HTTP/1.0 200 OK")[3] is False
+    assert parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive")[3] is True
+    assert parse_head(b"HTTP/1.1 204")[:2] == (204, "")
 
 
 @pytest.mark.parametrize("head", [
@@ -92,7 +93,7 @@ def test_parse_head_reads_status_headers_and_keep_alive() -> None:
 ])
 def test_parse_head_refuses_what_is_not_http_1_1(head: bytes) -> None:
     with pytest.raises(BrokenResponse):
-        _parse_head(head)
+        parse_head(head)
 
 
 CHUNKED = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n"
@@ -100,7 +101,7 @@ CHUNKED = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n
 
 def test_chunked_decoding_is_the_same_however_the_bytes_are_split() -> None:
     for size in range(1, len(CHUNKED) + 1):
-        decoder, out = _Chunked(), []
+        decoder, out = Chunked(), []
         for start in range(0, len(CHUNKED), size):
             out += decoder.feed(CHUNKED[start:start + size])
         assert b"".join(out) == b"hello 0123456789" and decoder.complete and not decoder.extra, size
@@ -109,20 +110,20 @@ def test_chunked_decoding_is_the_same_however_the_bytes_are_split() -> None:
 @pytest.mark.parametrize("body", [b"zz\r\n", b"-5\r\nhello\r\n", b"5\r\nhello world\r\n", b"+5\r\nhello\r\n"])
 def test_chunked_decoding_refuses_broken_framing(body: bytes) -> None:
     with pytest.raises(BrokenResponse):
-        _Chunked().feed(body)
+        Chunked().feed(body)
 
 
 def test_chunked_decoding_notices_bytes_after_the_end() -> None:
-    decoder = _Chunked()
+    decoder = Chunked()
     assert decoder.feed(b"2\r\nhi\r\n0\r\n\r\nHTTP/1.1 200") == [b"hi"]
     assert decoder.complete and decoder.extra
 
 
 def test_a_request_header_cannot_split_the_head() -> None:
     with pytest.raises(UpstreamError):
-        http_client._request_head("/v1/messages", "h", [("x-a", "b\r\nx-injected: 1")], 0)
+        http1.request_head("/v1/messages", "h", [("x-a", "b\r\nx-injected: 1")], 0)
     with pytest.raises(UpstreamError):
-        http_client._request_head("/v1/messages", "h", [("x-a", "b\nx")], 0)
+        http1.request_head("/v1/messages", "h", [("x-a", "b\nx")], 0)
 
 
 def test_base_url_parts() -> None:
