@@ -68,7 +68,7 @@ def parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy, bool]:
     lines = head.decode("utf-8", "replace").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise BrokenResponse(f"not an HTTP/1.1 status line: {lines[0][:100]!r}")
     headers = CIMultiDict()
     for line in lines[1:]:
@@ -92,7 +92,7 @@ def body_framing(status: int, headers: CIMultiDictProxy) -> "Length | Chunked | 
         return Chunked()
     lengths = headers.getall("content-length", [])
     if lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        if len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):  # int() takes any digits
             raise BrokenResponse(f"a malformed Content-Length {lengths!r}")
         return Length(int(lengths[0]))
     return UntilClose()

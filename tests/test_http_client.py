@@ -89,7 +89,7 @@ def test_parse_head_reads_status_headers_and_keep_alive() -> None:
 @pytest.mark.parametrize("head", [
     b"HTTP/2 200 OK", b"ICY 200 OK", b"HTTP/1.1 2000 OK", b"HTTP/1.1 abc OK", b"garbage",
     b"HTTP/1.1 200 OK\r\nNo colon here", b"HTTP/1.1 200 OK\r\n folded: value", b"HTTP/1.1 200 OK\r\nName : value",
-    b"HTTP/1.1 200 OK\r\nA: b\nInjected: yes", b"HTTP/1.1 200 OK\r\nA: b\rc",
+    b"HTTP/1.1 200 OK\r\nA: b\nInjected: yes", b"HTTP/1.1 200 OK\r\nA: b\rc", "HTTP/1.1 ２００ OK".encode(),
 ])
 def test_parse_head_refuses_what_is_not_http_1_1(head: bytes) -> None:
     with pytest.raises(BrokenResponse):
@@ -230,6 +230,7 @@ async def test_compressed_bodies_are_decoded_and_a_cut_one_is_broken() -> None:
     b"",
     b"NOT HTTP AT ALL\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    "HTTP/1.1 200 OK\r\nContent-Length: ２\r\n\r\nok".encode(),  # a fullwidth digit, which int() would take
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024),
