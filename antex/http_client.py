@@ -326,12 +326,6 @@ class _Connection(asyncio.Protocol):
         else:
             self._abort(BrokenResponse("the upstream closed the connection mid-answer" + (f": {exc}" if exc else "")))
 
-    def pause_writing(self) -> None:  # request bodies are written whole; the transport buffers them
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # requests
 
     async def send(self, head: bytes, body: bytes, client: Client) -> Response:
