@@ -123,9 +123,12 @@ async def add_charges(path: str | Path, charges: list[Charge]) -> None:
         await conn.close()
 
 
-def clock_text(ts: float) -> str:
-    """The HH:MM part of a time as the terminal shows it (local time)."""
-    return datetime.fromtimestamp(ts).astimezone().strftime("%H:%M")
+def clock_text(ts: float, now: float) -> str:
+    """A time less than a day ahead as the terminal shows it (local time): HH:MM when it is
+    today, with its weekday when it falls after midnight."""
+    moment = datetime.fromtimestamp(ts).astimezone()
+    today = datetime.fromtimestamp(now).astimezone().date() == moment.date()
+    return moment.strftime("%H:%M" if today else "%a %H:%M")
 
 
 def week_text(ts: float, now: float) -> str:
@@ -477,7 +480,7 @@ def test_usage_of_one_key_draws_bars_and_next_release(cfg: Path, with_usage: dic
     heading, five_hour, weekly = output.splitlines()
     assert heading == f"dana  {with_usage['dana']['prefix']}…  plan pro  (ok)"
     assert five_hour.startswith("  5-hour  " + "█" * 12 + "░" * 12 + "   50.0%  next release at ")
-    assert five_hour.endswith(f"{clock_text(with_usage['dana_release'])} (in 4h 0m)")
+    assert five_hour.endswith(f" at {clock_text(with_usage['dana_release'], with_usage['now'])} (in 4h 0m)")
     weekly_at = week_text(with_usage["dana_weekly_release"], time.time())
     assert weekly == "  weekly  " + "█" + "░" * 23 + f"    5.0%  next release at {weekly_at} (in 6d 23h)"
 
@@ -487,7 +490,7 @@ def test_usage_of_a_full_key_says_when_it_is_available_again(cfg: Path, with_usa
     heading, five_hour, weekly = output.splitlines()
     assert heading.startswith("erin  ") and heading.endswith("(full)")
     assert five_hour.startswith("  5-hour  " + "█" * 24 + "  120.0%  full: available again at ")
-    assert five_hour.endswith(f"{clock_text(with_usage['erin_available'])} (in 2h 0m)")
+    assert five_hour.endswith(f" at {clock_text(with_usage['erin_available'], with_usage['now'])} (in 2h 0m)")
     assert "    0.6%  next release at " in weekly
 
 
@@ -498,9 +501,9 @@ def test_usage_table_of_every_live_key(cfg: Path, with_usage: dict[str, Any]) ->
     assert header.split() == ["KEY", "PREFIX", "PLAN", "5-HOUR", "WEEKLY", "FREES", "UP"]
     assert dana.startswith(f"dana  {with_usage['dana']['prefix']}… pro      ")
     assert "█" * 6 + "░" * 6 + "  50.0%" in dana and "█" + "░" * 11 + "   5.0%" in dana
-    assert dana.endswith(f"next release {clock_text(with_usage['dana_release'])} (in 4h 0m)")
+    assert dana.endswith(f"next release {clock_text(with_usage['dana_release'], with_usage['now'])} (in 4h 0m)")
     assert "█" * 12 + " 120.0%" in erin
-    assert erin.endswith(f"available {clock_text(with_usage['erin_available'])} (in 2h 0m)")
+    assert erin.endswith(f"available {clock_text(with_usage['erin_available'], with_usage['now'])} (in 2h 0m)")
     assert "gone" not in output
 
 
