@@ -49,18 +49,20 @@ class Timings:
         self.ttfb_ms: list[float] = []
         self.overhead_ms: list[float] = []
         self.transit_ms: list[float] = []
+        self.stamped: list[tuple[int, int]] = []  # (upstream wrote, client read) in CLOCK_MONOTONIC ns
         self.errors: dict[str, int] = {}
 
     def to_json(self) -> dict:
         return {"first_ms": self.first_ms, "total_ms": summary(self.total_ms), "ttfb_ms": summary(self.ttfb_ms),
-                "overhead_ms": summary(self.overhead_ms), "transit_ms": summary(self.transit_ms), "errors": self.errors}
+                "overhead_ms": summary(self.overhead_ms), "transit_ms": summary(self.transit_ms),
+                "stamped": self.stamped, "errors": self.errors}
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: bytes, stamped: bool,
                       timings: Timings, record: bool) -> None:
     started = time.perf_counter()
     ttfb = None
-    transits: list[float] = []
+    events: list[tuple[int, int]] = []
     buffer = b""
     async with session.post(url, data=body, headers=headers_for(key)) as response:
         async for chunk in response.content.iter_any():
@@ -74,7 +76,7 @@ async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: 
                 for frame in frames:
                     found = STAMP.search(frame)
                     if found:
-                        transits.append((arrived_ns - int(found.group(1))) / 1e6)
+                        events.append((int(found.group(1)), arrived_ns))
         status = response.status
         overhead = response.headers.get("x-antex-overhead-ms")
     total = time.perf_counter() - started
@@ -89,7 +91,8 @@ async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: 
     timings.ttfb_ms.append((ttfb or total) * 1000)
     if overhead is not None:
         timings.overhead_ms.append(float(overhead))
-    timings.transit_ms.extend(transits)
+    timings.transit_ms.extend((arrived - sent) / 1e6 for sent, arrived in events)
+    timings.stamped.extend(events)
 
 
 async def latency(args: argparse.Namespace) -> dict:

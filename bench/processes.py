@@ -50,11 +50,15 @@ class Process:
 
     def wait_for_url(self, timeout_s: float = 20.0) -> str:
         """The URL from the `listening on http://…` line the fake, bare proxy and paced upstream print."""
+        return self.wait_for_line(r"listening on (http://\S+)", timeout_s).group(1)
+
+    def wait_for_line(self, pattern: str, timeout_s: float = 20.0) -> re.Match:
+        """The first match of `pattern` in the process's output, once it has printed one."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            found = re.search(r"listening on (http://\S+)", self.log_path.read_text(errors="replace"))
+            found = re.search(pattern, self.log_path.read_text(errors="replace"))
             if found:
-                return found.group(1)
+                return found
             self._check_alive()
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
