@@ -330,9 +330,14 @@ def usage(ctx: click.Context, key: str | None, as_json: bool, remote: str | None
 
     colour = sys.stdout.isatty() and not as_json and "NO_COLOR" not in os.environ
     if remote:
+        if key and not api_key and key.startswith("sk_live_"):
+            api_key, key = key, None  # `antex usage --remote URL sk_live_…`: the key itself, given as KEY
+        if key:
+            raise click.ClickException(f"With --remote the gateway shows the key given with --key; {key!r} would "
+                                       f"only name a key in the local database. Drop it, or drop --remote.")
         if not api_key:
             raise click.ClickException("--remote needs --key (or ANTEX_API_KEY) with your sk_live_… key.")
-        fetch = lambda: [usage_source.remote(remote, api_key)]  # noqa: E731
+        fetch = lambda: ([usage_source.remote(remote, api_key)], [])  # noqa: E731
     else:
         cfg = load_config(ctx)
         fetch = lambda: run(lambda s: usage_source.local(s, cfg, key, time.time()), cfg)  # noqa: E731
@@ -351,15 +356,19 @@ def _draw(fetch, *, key: str | None, remote: str | None, as_json: bool, colour: 
     from antex import usage_source
 
     try:
-        bodies = fetch()
+        bodies, warnings = fetch()
     except usage_source.UsageError as exc:
         raise click.ClickException(str(exc)) from None
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
         output = "\n".join(orjson.dumps(b).decode() for b in bodies)
     elif key or remote:
         output = "\n\n".join(render_usage(b, colour=colour) for b in bodies)
-    else:
+    elif bodies or not warnings:  # with only warnings, they say it all: "no keys yet" would not be true
         output = render_table(bodies, colour=colour)
+    else:
+        output = ""
     return ("\x1b[2J\x1b[H" if clear else "") + output
 
 

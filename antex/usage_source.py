@@ -18,25 +18,31 @@ class UsageError(Exception):
     """Usage could not be read; the message says why and what to do."""
 
 
-async def local(store: Store, cfg: Config, ref: str | None, now: float) -> list[dict]:
-    """Usage bodies for one key (by name, id or prefix) or every active key, from the database."""
+async def local(store: Store, cfg: Config, ref: str | None, now: float) -> tuple[list[dict], list[str]]:
+    """Usage bodies for one key (by name, id or prefix) or every active key, from the database,
+    and warnings: a key on a plan the configuration no longer defines is left out of the list of
+    every key, said why, rather than hiding everyone else's usage."""
     if ref:
         rows = await store.find_keys(ref)
         if len(rows) != 1:
             raise UsageError(f"No key named {ref!r}." if not rows else f"{ref!r} names {len(rows)} keys; use the name or id.")
+        if rows[0].plan not in cfg.plans:
+            raise UsageError(_unplanned(rows[0]))
     else:
         rows = [row for row in await store.all_keys() if row.status != "revoked"]
-    return [await _body(store, cfg, row, now) for row in rows]
+    bodies = [await _body(store, cfg, row, now) for row in rows if row.plan in cfg.plans]
+    return bodies, [_unplanned(row) for row in rows if row.plan not in cfg.plans]
+
+
+def _unplanned(row: KeyRow) -> str:
+    return (f"Key {row.name!r} is on plan {row.plan!r}, which the configuration does not define. "
+            f"Move it to a plan with: antex keys set {row.id} --plan PLAN")
 
 
 async def _body(store: Store, cfg: Config, row: KeyRow, now: float) -> dict:
-    plan = cfg.plans.get(row.plan)
-    if plan is None:
-        raise UsageError(f"Key {row.name!r} is on plan {row.plan!r}, which the configuration does not define. "
-                         f"Move it to a plan with: antex keys set {row.id} --plan PLAN")
     charges = await store.charges_since(row.id, now - SEVEN_DAYS_S)
-    return usage_body(name=row.name, prefix=row.prefix, plan=row.plan, limits=apply_overrides(plan, row.limits),
-                      charges=charges, now=now)
+    return usage_body(name=row.name, prefix=row.prefix, plan=row.plan,
+                      limits=apply_overrides(cfg.plans[row.plan], row.limits), charges=charges, now=now)
 
 
 def remote(base_url: str, key: str) -> dict:

@@ -527,14 +527,20 @@ def test_usage_with_no_keys_and_with_a_revoked_key(cfg: Path) -> None:
     assert "gone" in antex(cfg, "usage", "gone").output  # by name, the operator can still look
 
 
-def test_usage_of_a_key_whose_plan_is_gone_is_a_clean_error(cfg: Path, tmp_path: Path) -> None:
+def test_usage_of_a_key_whose_plan_is_gone_is_named_not_hiding_the_others(cfg: Path, tmp_path: Path) -> None:
     team = write_config(tmp_path / "team.toml", database(cfg),
                         '[plans.team]\ncredits_5h = 7\ncredits_7d = 70\nmodels = ["claude-*"]\n'
                         "max_tokens = 100\nmax_ips = 0\nmax_concurrent = 0\n")
     create(team, "t", "team")
-    for command in (["usage", "t"], ["usage"]):
-        refused = antex(cfg, *command, code=1).stderr
-        assert "plan 'team'" in refused and "antex keys set 1 --plan PLAN" in refused
+    create(cfg, "p", "pro")
+    refused = antex(cfg, "usage", "t", code=1).stderr
+    assert "plan 'team'" in refused and "antex keys set 1 --plan PLAN" in refused
+    listed = antex(cfg, "usage")  # every key: the others are still shown, the orphan is named on stderr
+    assert "plan 'team'" in listed.stderr and "antex keys set 1 --plan PLAN" in listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["KEY", "p"]
+    listed = antex(cfg, "usage", "--json")
+    assert "plan 'team'" in listed.stderr
+    assert [orjson.loads(line)["key"]["name"] for line in listed.stdout.splitlines()] == ["p"]
     assert "give --plan too" in antex(cfg, "keys", "set", "t", "--credits-5h", "5", code=1).stderr
     assert key_row(cfg, "t")["limits"] == {}
     antex(cfg, "keys", "set", "1", "--plan", "pro")
@@ -779,6 +785,8 @@ def test_usage_remote_reads_the_running_server(live: Live) -> None:
 
     by_env = live.cli("usage", ANTEX_BASE_URL=live.url + "/v1", ANTEX_API_KEY=key).stdout
     assert by_env.splitlines()[0] == lines[0]
+    as_argument = live.cli("usage", key, "--remote", live.url).stdout
+    assert as_argument.splitlines()[0] == lines[0]
 
     remote = orjson.loads(live.cli("usage", "--json", "--remote", live.url, "--key", key).stdout)
     status, served = http("GET", f"{live.url}/v1/usage", key)
@@ -796,6 +804,8 @@ def test_usage_remote_errors_are_clean(live: Live) -> None:
     assert "--key" in result.stderr
     result = live.cli("usage", "--remote", f"http://127.0.0.1:{free_port()}", "--key", wrong, code=1)
     assert "Cannot reach" in result.stderr
+    result = live.cli("usage", "hana", "--remote", live.url, "--key", wrong, code=1)
+    assert "only name a key in the local database" in result.stderr
 
 
 def test_serve_without_the_upstream_key_exits_with_a_clear_message(live: Live) -> None:
