@@ -14,7 +14,7 @@ from antex.config import Config, Model
 from antex.credits import to_micro
 from antex.errors import AntexError
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger
-from antex.windows import RollingWindow, available_at, format_wait, leaves_at, percent, status_for
+from antex.windows import RollingWindow, format_wait, percent, status_for
 
 SHOULD_NOT_RETRY_AFTER_S = 60
 WINDOW_TITLES = {"5h": "5-hour", "7d": "weekly (7-day)"}
@@ -47,9 +47,7 @@ def window_states(state: KeyState, limits_5h: float, limits_7d: float, now: floa
 
 def _window_state(short: str, window: RollingWindow, limit: float, now: float) -> WindowState:
     used = window.expire(now)
-    charges = window.charges
-    resets_at = leaves_at(charges[0][0], window.window_s) if charges else None
-    return WindowState(short, used, to_micro(limit), resets_at, window.window_s)
+    return WindowState(short, used, to_micro(limit), window.resets_at(), window.window_s)
 
 
 def ratelimit_headers(windows: tuple[WindowState, WindowState], now: float) -> list[tuple[str, str]]:
@@ -162,7 +160,7 @@ class Admission:
         windows = window_states(state, key.limits.credits_5h, key.limits.credits_7d, now)
         for window, rolling in zip(windows, (state.five_hour, state.seven_day)):
             if window.used >= window.limit:
-                ready = available_at(list(rolling.charges), window.used, window.window_s, window.limit) or math.ceil(now + 1)
+                ready = rolling.available_at(window.limit) or math.ceil(now + 1)
                 raise self._window_full(window, ready, now, windows)
         return windows
 

@@ -9,7 +9,6 @@ next start to settle.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import itertools
 import logging
 import sqlite3
@@ -24,7 +23,7 @@ from antex.config import Rates
 from antex.credits import Usage, micro_credits
 from antex.journal import Journal, OpenRequest, read_open
 from antex.store import INSERT_EVENT, SETTLE_JOURNAL, UPSERT_IP, Store
-from antex.windows import FIVE_HOURS_S, SEVEN_DAYS_S, RollingWindow
+from antex.windows import SEVEN_DAYS_S, RollingWindow, both_windows, extend_both
 
 log = logging.getLogger("antex.ledger")
 
@@ -123,14 +122,13 @@ class Ledger:
 
     async def _load(self, key_id: int) -> KeyState:
         now = self.clock()
-        charges = await self.reader.charges_since(key_id, now - SEVEN_DAYS_S)
+        windows = both_windows()
+        # In chunks, the loop running between them: a history of a million charges takes about a
+        # second to read, and would otherwise hold every stream back for as long.
+        async for chunk in self.reader.charge_chunks(key_id, now - SEVEN_DAYS_S):
+            extend_both(windows, chunk, now)
         ips = dict(await self.reader.ips_since(key_id, now - IP_WINDOW_S))
-        state = KeyState(
-            five_hour=RollingWindow(FIVE_HOURS_S, charges[bisect.bisect_right(charges, (now - FIVE_HOURS_S, 1 << 62)):]),
-            seven_day=RollingWindow(SEVEN_DAYS_S, charges),
-            ips=ips,
-        )
-        return self.states.setdefault(key_id, state)
+        return self.states.setdefault(key_id, KeyState(five_hour=windows[0], seven_day=windows[1], ips=ips))
 
     @property
     def unwritten(self) -> int:

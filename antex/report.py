@@ -1,17 +1,16 @@
 """Pure: the usage report a person sees (GET /v1/usage, `antex usage`): percentages and times.
 
-Built from a key's charges of the last 7 days; never exposes a credit amount.
+Built from a key's two windows (5 hours, 7 days); never exposes a credit amount.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 from antex.config import Limits
 from antex.credits import to_micro
-from antex.windows import WINDOWS, Charge, view
+from antex.windows import WINDOWS, RollingWindow, view
 
 
-def usage_body(*, name: str, prefix: str, plan: str, limits: Limits, charges: Sequence[Charge], now: float) -> dict:
+def usage_body(*, name: str, prefix: str, plan: str, limits: Limits, windows: tuple[RollingWindow, RollingWindow],
+               now: float) -> dict:
     """The /v1/usage body, e.g.
     {"object": "usage", "now": 1764064000, "status": "allowed",
      "key": {"name": "alice", "prefix": "sk_live_AbCd", "plan": "pro"},
@@ -21,10 +20,10 @@ def usage_body(*, name: str, prefix: str, plan: str, limits: Limits, charges: Se
     """
     body: dict = {"object": "usage", "now": int(now), "key": {"name": name, "prefix": prefix, "plan": plan}}
     statuses = []
-    for (title, _, window_s), limit in zip(WINDOWS, (limits.credits_5h, limits.credits_7d)):
-        window = view(title, charges, now=now, window_s=window_s, limit=to_micro(limit))
-        body[title] = window.to_json()
-        statuses.append(window.status)
+    for (title, _, _), window, limit in zip(WINDOWS, windows, (limits.credits_5h, limits.credits_7d)):
+        shown = view(title, window, now=now, limit=to_micro(limit))
+        body[title] = shown.to_json()
+        statuses.append(shown.status)
     body["status"] = max(statuses, key=("allowed", "allowed_warning", "rejected").index)
     return body
 

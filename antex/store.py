@@ -106,6 +106,7 @@ EVENT_COLUMNS = ("key_id", "ts", "model", "endpoint", "input_tokens", "output_to
                  "cache_write_1h_tokens", "cache_read_tokens", "micro_credits", "request_id", "outcome", "estimated")
 INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 SETTLE_JOURNAL = "UPDATE journal_settled SET ids = ? WHERE id = 1"
+CHARGES_SINCE = "SELECT ts, micro_credits FROM events WHERE key_id = ? AND ts > ? ORDER BY ts"
 UPSERT_IP = ("INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?, ?, ?) "
              "ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)")
 
@@ -164,8 +165,14 @@ class Store:
 
     async def charges_since(self, key_id: int, since: float) -> list[tuple[float, int]]:
         """The key's (ts, micro-credits) after `since`, oldest first: one indexed range scan."""
-        return await self._all("SELECT ts, micro_credits FROM events WHERE key_id = ? AND ts > ? ORDER BY ts",
-                               (key_id, since))
+        return await self._all(CHARGES_SINCE, (key_id, since))
+
+    async def charge_chunks(self, key_id: int, since: float, rows: int = 2048) -> AsyncIterator[list[tuple[float, int]]]:
+        """The same, `rows` at a time: each chunk is one hop to SQLite's thread and back, so the
+        event loop runs between chunks however long the history."""
+        async with self.conn.execute(CHARGES_SINCE, (key_id, since)) as cursor:
+            while chunk := await cursor.fetchmany(rows):
+                yield chunk
 
     async def insert_events(self, rows: list[tuple]) -> None:
         await self.conn.executemany(INSERT_EVENT, rows)

@@ -9,7 +9,7 @@ import orjson
 from antex.config import Config, apply_overrides
 from antex.report import usage_body
 from antex.store import KeyRow, Store
-from antex.windows import SEVEN_DAYS_S
+from antex.windows import SEVEN_DAYS_S, both_windows
 
 REMOTE_TIMEOUT_S = 10
 
@@ -42,7 +42,7 @@ def _unplanned(row: KeyRow) -> str:
 async def _body(store: Store, cfg: Config, row: KeyRow, now: float) -> dict:
     charges = await store.charges_since(row.id, now - SEVEN_DAYS_S)
     return usage_body(name=row.name, prefix=row.prefix, plan=row.plan,
-                      limits=apply_overrides(cfg.plans[row.plan], row.limits), charges=charges, now=now)
+                      limits=apply_overrides(cfg.plans[row.plan], row.limits), windows=both_windows(charges, now), now=now)
 
 
 def remote(base_url: str, key: str) -> dict:

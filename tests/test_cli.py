@@ -555,7 +555,9 @@ async def test_usage_json_equals_the_v1_usage_body(gateway: Gateway, tmp_path: P
     finally:
         await conn.close()
     now = gateway.clock.now
-    await add_charges(gateway.database, [
+    # A long history too, so the server reads it in several chunks (store.charge_chunks)
+    history = [charge(row.id, now - 6 * DAY + 86.1 * i, 0.5) for i in range(6000)]  # to 33 min ago
+    await add_charges(gateway.database, history + [
         charge(row.id, now - 8 * DAY, 99), charge(row.id, now - 2 * DAY + 30, 700),
         charge(row.id, now - 2 * HOUR + 30, 300), charge(row.id, now - 100, 1300),
     ])
@@ -568,7 +570,11 @@ async def test_usage_json_equals_the_v1_usage_body(gateway: Gateway, tmp_path: P
     local = orjson.loads(result.stdout)
     assert abs(local.pop("now") - served.pop("now")) <= 5
     assert local == served
-    assert served["status"] == "allowed_warning" and served["five_hour"]["used_percent"] == 80.0
+    recent = sum(1 for c in history if c.ts > now - 5 * HOUR)
+    assert served["status"] == "allowed_warning" and recent > 100
+    half_credits = 2 * (300 + 1300) + recent  # of 4000 (2000 credits), shown rounded down to 0.01 %
+    assert served["five_hour"]["used_percent"] == half_credits * 10_000 // 4000 / 100
+    assert served["seven_day"]["used_percent"] == (700 + 300 + 1300 + 0.5 * 6000) * 100 / 20000
 
 
 # colour and the terminal renderer

@@ -7,7 +7,7 @@ import pytest
 
 from antex.config import Limits, load
 from antex.report import activity_body, usage_body
-from antex.windows import FIVE_HOURS_S, SEVEN_DAYS_S, leaves_at
+from antex.windows import FIVE_HOURS_S, SEVEN_DAYS_S, both_windows, leaves_at
 
 NOW = 1_764_000_000.25
 PRO = load(None).plans["pro"]  # 2000 credits per 5 h, 20000 per 7 d
@@ -25,7 +25,8 @@ def keys_of(value: object) -> set[str]:
 
 
 def body_for(charges: list[tuple[float, int]], limits: Limits = PRO) -> dict:
-    return usage_body(name="alice", prefix="sk_live_AbCd", plan="pro", limits=limits, charges=charges, now=NOW)
+    return usage_body(name="alice", prefix="sk_live_AbCd", plan="pro", limits=limits,
+                      windows=both_windows(sorted(charges), NOW), now=NOW)
 
 
 def test_usage_body_shape() -> None:

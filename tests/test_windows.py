@@ -12,11 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from antex import windows as windows_module
 from antex.windows import (
     FIVE_HOURS_S,
+    SCHEDULE_POINTS,
     SEVEN_DAYS_S,
     RollingWindow,
-    available_at,
+    WindowView,
+    both_windows,
     format_wait,
     leaves_at,
     percent,
@@ -35,6 +38,35 @@ def counted(charges: list[tuple[float, int]], now: float, window_s: int) -> int:
     return sum(amount for ts, amount in charges if ts > now - window_s)
 
 
+def view_of(charges: list[tuple[float, int]], window_s: int, max_points: int = SCHEDULE_POINTS, *,
+            now: float = NOW, limit: int = LIMIT) -> WindowView:
+    """The report of a window holding `charges`, at `now`."""
+    return view("w", RollingWindow(window_s, charges, points=max_points), now=now, limit=limit)
+
+
+def naive_view(charges: list[tuple[float, int]], *, now: float, window_s: int, limit: int, max_points: int) -> WindowView:
+    """The report by its definition, walking every charge: what RollingWindow's slices must equal."""
+    live = sorted((ts, amount) for ts, amount in charges if ts > now - window_s and amount > 0)
+    used = sum(amount for _, amount in live)
+    ready, left = None, used
+    if used >= limit:
+        for ts, amount in live:
+            left -= amount
+            if left < limit:
+                ready = leaves_at(ts, window_s)
+                break
+    slice_s, steps, left = window_s / max_points, [], used
+    for ts, amount in live:
+        left -= amount
+        at = leaves_at(ts, window_s)
+        if steps and int(steps[-1][0] // slice_s) == int(at // slice_s):
+            steps[-1] = (at, percent(left, limit))
+        else:
+            steps.append((at, percent(left, limit)))
+    return WindowView("w", window_s, percent(used, limit), status_for(used, limit),
+                      leaves_at(live[0][0], window_s) if live else None, ready, tuple(steps))
+
+
 # RollingWindow
 
 
@@ -45,9 +77,8 @@ def test_a_charge_stops_counting_exactly_w_after_it_happened(window_s: int, past
     still_counts = past_w_s < 0
     window = RollingWindow(window_s, [(NOW, 5)])
     assert window.expire(now) == counted([(NOW, 5)], now, window_s) == (5 if still_counts else 0)
-    assert len(window.charges) == (1 if still_counts else 0)
-    shown = view("w", [(NOW, 5)], now=now, window_s=window_s, limit=LIMIT)
-    assert (shown.resets_at is not None) == still_counts
+    assert len(window) == (1 if still_counts else 0)
+    assert (view_of([(NOW, 5)], window_s, now=now).resets_at is not None) == still_counts
 
 
 def test_expire_drops_only_what_left_and_keeps_the_exact_sum() -> None:
@@ -55,25 +86,25 @@ def test_expire_drops_only_what_left_and_keeps_the_exact_sum() -> None:
     assert window.total == 4321
     assert window.expire(110.0) == 4320  # ts 10 leaves at 110 exactly
     assert window.expire(130.5) == 4000  # ts 20 and ts 30.5 are both gone
-    assert list(window.charges) == [(40.0, 4000)]
+    assert list(window) == [(40.0, 4000)]
     assert window.expire(140.0) == 0
-    assert not window.charges
+    assert not len(window)
 
 
 def test_out_of_order_add_keeps_oldest_first() -> None:
     window = RollingWindow(100)
     for ts, amount in [(30.0, 3), (10.0, 1), (20.0, 2), (5.0, 7)]:
         window.add(ts, amount)
-    assert list(window.charges) == [(5.0, 7), (10.0, 1), (20.0, 2), (30.0, 3)]
+    assert list(window) == [(5.0, 7), (10.0, 1), (20.0, 2), (30.0, 3)]
     assert window.expire(110.0) == 5  # 5.0 and 10.0 left, in that order
-    assert list(window.charges) == [(20.0, 2), (30.0, 3)]
+    assert list(window) == [(20.0, 2), (30.0, 3)]
 
 
 @pytest.mark.parametrize("amount", [0, -5])
 def test_zero_and_negative_amounts_are_not_charges(amount: int) -> None:
     window = RollingWindow(100, [(10.0, amount)])
     assert window.total == 0
-    assert not window.charges
+    assert not len(window)
 
 
 charge_lists = st.lists(
@@ -97,7 +128,64 @@ def test_rolling_sum_equals_brute_force(charges: list[tuple[float, int]], nows: 
             assert window.expire(now) == counted(added, now, window_s)
     for now in steps:
         assert window.expire(now) == counted(added, now, window_s)
-    assert [ts for ts, _ in window.charges] == sorted(ts for ts, _ in window.charges)
+    assert [ts for ts, _ in window] == sorted(ts for ts, _ in window)
+
+
+def test_charges_in_the_same_second_each_leave_exactly_w_after_they_happened() -> None:
+    window = RollingWindow(50)
+    window.add(0.1, 1)
+    window.add(0.5, 2)
+    assert window.expire(50.1) == 2  # the first left at 50.1, not with the second at 50.5
+    assert window.expire(50.5) == 0
+
+
+@SETTINGS
+@given(
+    steps=st.lists(st.one_of(
+        st.tuples(st.just("add"), st.floats(0, 3, allow_nan=False), st.integers(-2, 400_000)),
+        st.tuples(st.just("view"), st.floats(0, 2, allow_nan=False), st.integers(1, 2_000_000)),
+    ), max_size=80),
+    window_s=st.sampled_from([1, 7, 60]),
+    max_points=st.integers(1, 12),
+    compact_after=st.sampled_from([1, 3, 4096]),
+)
+def test_window_reports_equal_walking_every_charge(steps: list[tuple[str, float, int]], window_s: int, max_points: int,
+                                                  compact_after: int) -> None:
+    """Adds (now and then out of order) and reports at rising times: usage, next release, when a
+    full window opens and the schedule, read from the slices, are what walking every charge gives."""
+    original, windows_module.COMPACT_AFTER = windows_module.COMPACT_AFTER, compact_after
+    try:
+        window, added, clock = RollingWindow(window_s, points=max_points), [], 0.0
+        for kind, step, value in steps:
+            if kind == "add":  # a charge around the clock: mostly just after it, sometimes before
+                ts = round(clock + step - 0.5, 3)
+                window.add(ts, value)
+                added.append((ts, value))
+            else:
+                clock += step
+                expected = naive_view(added, now=clock, window_s=window_s, limit=value, max_points=max_points)
+                assert view("w", window, now=clock, limit=value) == expected
+                assert list(window) == sorted((c for c in added if c[0] > clock - window_s and c[1] > 0), key=lambda c: c[0])
+    finally:
+        windows_module.COMPACT_AFTER = original
+
+
+def test_a_long_history_compacts_and_stays_exact() -> None:
+    charges = [(NOW + i * 0.25, 1 + i % 7) for i in range(20_000)]
+    window = RollingWindow(600, charges, points=30)
+    for now in (NOW + 700, NOW + 2_000, NOW + 4_000, NOW + 5_500):
+        expected = naive_view(charges, now=now, window_s=600, limit=10_000, max_points=30)
+        assert view("w", window, now=now, limit=10_000) == expected
+        assert len(window._ts) < 2 * len(window) + windows_module.COMPACT_AFTER  # expired entries are cut off
+    window.add(NOW + 5_600, 5)
+    assert list(window)[-1] == (NOW + 5_600, 5) and window.total == counted(charges + [(NOW + 5_600, 5)], NOW + 5_500, 600)
+
+
+def test_both_windows_hold_only_their_own_charges() -> None:
+    charges = [(NOW - 3 * 86400, 5), (NOW - 6 * 3600, 7), (NOW - 60, 11)]
+    five_hour, seven_day = both_windows(charges, NOW)
+    assert (list(five_hour), five_hour.total) == ([(NOW - 60, 11)], 11)
+    assert (list(seven_day), seven_day.total) == (charges, 23)
 
 
 # percent and status
@@ -118,7 +206,7 @@ def test_rolling_sum_equals_brute_force(charges: list[tuple[float, int]], nows: 
 def test_percent_and_status_thresholds(used: int, expected_percent: float, expected_status: str) -> None:
     assert percent(used, LIMIT) == expected_percent
     assert status_for(used, LIMIT) == expected_status
-    shown = view("five_hour", [(NOW - 60, used)] if used else [], now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of([(NOW - 60, used)] if used else [], FIVE_HOURS_S)
     assert (shown.used_percent, shown.status) == (expected_percent, expected_status)
 
 
@@ -137,7 +225,7 @@ def test_the_shown_percent_never_claims_a_threshold_the_status_has_not_reached(l
 
 
 def test_empty_window() -> None:
-    shown = view("five_hour", [], now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of([], FIVE_HOURS_S)
     assert (shown.used_percent, shown.status, shown.resets_at, shown.available_at, shown.schedule) == (
         0.0, "allowed", None, None, ())
 
@@ -148,7 +236,7 @@ def test_resets_at_is_when_the_oldest_in_window_charge_leaves() -> None:
         (NOW - 100.4, 100_000),  # the oldest that counts
         (NOW - 10, 100_000),
     ]
-    shown = view("five_hour", charges, now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of(charges, FIVE_HOURS_S)
     assert shown.used_percent == 20.0
     assert shown.resets_at == math.ceil(NOW - 100.4 + FIVE_HOURS_S) == int(NOW) - 100 + FIVE_HOURS_S
     assert shown.available_at is None  # not full
@@ -157,7 +245,7 @@ def test_resets_at_is_when_the_oldest_in_window_charge_leaves() -> None:
 def test_zero_credit_events_do_not_set_the_next_release() -> None:
     """A request charged nothing frees nothing when it ages out (the database keeps such events)."""
     charges = [(NOW - 500, 0), (NOW - 100, 300_000)]
-    shown = view("five_hour", charges, now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of(charges, FIVE_HOURS_S)
     assert shown.resets_at == leaves_at(NOW - 100, FIVE_HOURS_S)
     assert shown.schedule == ((leaves_at(NOW - 100, FIVE_HOURS_S), 0.0),)
 
@@ -174,7 +262,7 @@ def test_zero_credit_events_do_not_set_the_next_release() -> None:
 )
 def test_available_at_is_when_exactly_enough_old_charges_have_left(amounts: list[int], leaving: int) -> None:
     charges = [(NOW - 3600 + 0.5 + 60 * i, amount) for i, amount in enumerate(amounts)]
-    shown = view("five_hour", charges, now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of(charges, FIVE_HOURS_S)
     assert shown.status == "rejected"
     expected = leaves_at(charges[leaving][0], FIVE_HOURS_S)
     assert shown.available_at == expected
@@ -182,7 +270,7 @@ def test_available_at_is_when_exactly_enough_old_charges_have_left(amounts: list
 
 
 def test_available_at_is_none_below_100_percent() -> None:
-    assert available_at([(NOW, 999_999)], 999_999, FIVE_HOURS_S, LIMIT) is None
+    assert RollingWindow(FIVE_HOURS_S, [(NOW, 999_999)]).available_at(LIMIT) is None
 
 
 # schedule
@@ -190,7 +278,7 @@ def test_available_at_is_none_below_100_percent() -> None:
 
 def test_schedule_steps_down_as_each_charge_leaves() -> None:
     charges = [(NOW - 7200, 500_000), (NOW - 3600, 250_000), (NOW - 60.5, 250_000)]
-    shown = view("five_hour", charges, now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of(charges, FIVE_HOURS_S)
     assert shown.schedule == (
         (int(NOW) - 7200 + FIVE_HOURS_S, 50.0),
         (int(NOW) - 3600 + FIVE_HOURS_S, 25.0),
@@ -201,7 +289,7 @@ def test_schedule_steps_down_as_each_charge_leaves() -> None:
 
 def test_charges_leaving_in_the_same_second_make_one_step() -> None:
     charges = [(NOW - 100.7, 300_000), (NOW - 100.2, 300_000)]
-    shown = view("five_hour", charges, now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
+    shown = view_of(charges, FIVE_HOURS_S)
     assert shown.schedule == ((int(NOW) - 100 + FIVE_HOURS_S, 0.0),)
 
 
@@ -209,7 +297,7 @@ def test_charges_leaving_in_the_same_second_make_one_step() -> None:
 def test_a_busy_window_schedule_is_bucketed_to_a_chart_sized_list(window_s: int) -> None:
     step = window_s / 5000
     charges = [(NOW - window_s + step * (i + 1), 1_000) for i in range(5000)]
-    shown = view("w", charges, now=NOW, window_s=window_s, limit=LIMIT, max_points=120)
+    shown = view_of(charges, window_s, 120)
     assert len(charges) == 5000
     assert 100 <= len(shown.schedule) <= 121
     assert shown.schedule[-1] == (leaves_at(charges[-1][0], window_s), 0.0)
@@ -226,7 +314,7 @@ def test_schedule_points_are_exact_monotonic_and_bounded(
     offsets: list[tuple[float, int]], max_points: int, window_s: int
 ) -> None:
     charges = sorted((NOW - window_s * fraction, amount) for fraction, amount in offsets)
-    shown = view("w", charges, now=NOW, window_s=window_s, limit=LIMIT, max_points=max_points)
+    shown = view_of(charges, window_s, max_points)
     times = [at for at, _ in shown.schedule]
     percents = [pct for _, pct in shown.schedule]
     assert len(shown.schedule) <= max_points + 1
@@ -244,8 +332,8 @@ def test_schedule_points_are_exact_monotonic_and_bounded(
 
 def test_the_5h_and_7d_windows_see_the_same_charges_differently() -> None:
     charges = [(NOW - 2 * 86400, 600_000), (NOW - 6 * 3600, 200_000), (NOW - 3600, 300_000)]
-    five = view("five_hour", charges, now=NOW, window_s=FIVE_HOURS_S, limit=LIMIT)
-    seven = view("seven_day", charges, now=NOW, window_s=SEVEN_DAYS_S, limit=LIMIT)
+    five, seven = (view(name, window, now=NOW, limit=LIMIT)
+                   for name, window in zip(("five_hour", "seven_day"), both_windows(charges, NOW)))
     assert (five.used_percent, five.resets_at) == (30.0, int(NOW) - 3600 + FIVE_HOURS_S)
     assert (seven.used_percent, seven.status, seven.resets_at) == (110.0, "rejected", int(NOW) - 2 * 86400 + SEVEN_DAYS_S)
     assert seven.available_at == seven.resets_at

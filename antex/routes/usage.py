@@ -20,10 +20,8 @@ async def usage(request: web.Request) -> web.Response:
     key = gateway.authenticate(request)
     request.app[ADMISSION].check_key(key)
     state = await request.app[LEDGER].state(key.id)
-    now = request.app[CLOCK]()
-    state.seven_day.expire(now)
     body = usage_body(name=key.row.name, prefix=key.row.prefix, plan=key.row.plan, limits=key.limits,
-                      charges=list(state.seven_day.charges), now=now)
+                      windows=(state.five_hour, state.seven_day), now=request.app[CLOCK]())
     return web.json_response(body, dumps=gateway.dumps, headers=NO_STORE)
 
 
