@@ -1,6 +1,6 @@
 """The bench's own client, run in its own process: per-request timings and held-open streams.
 
-    python -m bench.probe latency --url URL --keys K1,K2 --requests 2000 [--stream] [--stamped]
+    python -m bench.probe latency --url URL --keys K1,K2 --requests 2000 [--stream] [--stamped] [--get]
     python -m bench.probe hold --url URL --keys K --streams 1000
 
 `latency` sends requests one after another (or `--concurrency` at a time) and reports, per key,
@@ -64,7 +64,8 @@ async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: 
     ttfb = None
     events: list[tuple[int, int]] = []
     buffer = b""
-    async with session.post(url, data=body, headers=headers_for(key)) as response:
+    sent = session.post(url, data=body, headers=headers_for(key)) if body else session.get(url, headers=headers_for(key))
+    async with sent as response:
         async for chunk in response.content.iter_any():
             arrived_ns = time.monotonic_ns()
             if ttfb is None:
@@ -97,8 +98,8 @@ async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: 
 
 async def latency(args: argparse.Namespace) -> dict:
     keys = args.keys.split(",")
-    body = orjson.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": args.stream,
-                         "messages": [{"role": "user", "content": "Say hello."}]})
+    body = b"" if args.get else orjson.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": args.stream,
+                                                 "messages": [{"role": "user", "content": "Say hello."}]})
     timings = {key: Timings() for key in keys}
     plan = [(i, keys[i % len(keys)]) for i in range(len(keys) * (args.warmup + args.requests))]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests per key first")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--get", action="store_true", help="GET the URL (e.g. /v1/usage) instead of POSTing a message")
     parser.add_argument("--stamped", action="store_true", help="read upstream stamps (bench.paced_upstream)")
     parser.add_argument("--streams", type=int, default=1000)
     args = parser.parse_args()

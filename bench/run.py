@@ -309,6 +309,8 @@ class Bench:
         result = self.probe("latency", "--url", url + "/v1/messages", "--keys", f"{heavy},{fresh}",
                             "--requests", str(s.admission_requests), "--warmup", "20")
         heavy_t, fresh_t = result["keys"]
+        usage_h, usage_f = self.probe("latency", "--url", url + "/v1/usage", "--keys", f"{heavy},{fresh}", "--get",
+                                      "--requests", str(s.admission_requests // 3), "--warmup", "5")["keys"]
         p50_h, p50_f = heavy_t["total_ms"]["p50"], fresh_t["total_ms"]["p50"]
         rss_mb = antex.memory_kb() / 1024
         rows = [
@@ -320,12 +322,15 @@ class Bench:
                 fmt(heavy_t["overhead_ms"]["p50"], " ms", 3), ratio(heavy_t["overhead_ms"]["p50"], fresh_t["overhead_ms"]["p50"])),
             Row("first request of the key (loads its 7 days once)", fmt(fresh_t["first_ms"], " ms") + " (fresh)",
                 fmt(heavy_t["first_ms"], " ms")),
+            Row("GET /v1/usage latency p50 (history vs fresh key)", fmt(usage_f["total_ms"]["p50"], " ms", 3) + " (fresh)",
+                fmt(usage_h["total_ms"]["p50"], " ms", 3), ratio(usage_h["total_ms"]["p50"], usage_f["total_ms"]["p50"])),
         ]
         self.sections.append(("Admission with a long history", rows))
         self.notes.append(f"Admission: {s.seed_events:,} events inserted with one executemany in {seed_s:.1f} s; "
                           f"Antex RSS after loading that key: {rss_mb:.0f} MB.")
-        if heavy_t["errors"] or fresh_t["errors"]:
-            self.notes.append(f"Admission probe errors: {heavy_t['errors']} / {fresh_t['errors']}.")
+        if heavy_t["errors"] or fresh_t["errors"] or usage_h["errors"] or usage_f["errors"]:
+            self.notes.append(f"Admission probe errors: {heavy_t['errors']} / {fresh_t['errors']}; "
+                              f"/v1/usage: {usage_h['errors']} / {usage_f['errors']}.")
 
     def timing(self) -> None:
         """Time to first byte and per-event transit, one stream at a time, against the paced upstream.
