@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from math import ceil
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
@@ -110,7 +109,7 @@ class RollingWindow:
         times.append(ts)
         self._amounts.append(amount)
         self.total += amount
-        index = int(ceil(ts + self.window_s) // self.slice_s)  # _slice_of, written out: once per request
+        index = int(math.ceil(ts + self.window_s) // self.slice_s)  # _slice_of written out: this runs per request
         slices = self._slices
         if slices and slices[-1][0] == index:
             last = slices[-1]
