@@ -124,21 +124,16 @@ class RollingWindow:
         horizon = now - self.window_s
         if head == len(times) or times[head] > horizon:
             return self.total
-        amounts, slices = self._amounts, self._slices
         if head + 1 == len(times) or times[head + 1] > horizon:  # a busy key's usual case: one left
-            stop, gone = head + 1, amounts[head]
+            stop = head + 1
         else:
             stop = bisect_right(times, horizon, head)
-            gone = None
-        while slices[0][1] <= stop:  # whole slices gone
+        slices = self._slices
+        while slices and slices[0][1] <= stop:  # whole slices gone
             head = slices[0][1]
             self.total -= slices.popleft()[2]
-            gone = None
-            if not slices:
-                break
         if head < stop:  # part of the first slice gone
-            if gone is None:
-                gone = sum(amounts[head:stop])
+            gone = self._amounts[head] if stop == head + 1 else sum(self._amounts[head:stop])
             slices[0][2] -= gone
             self.total -= gone
         self._head = stop
