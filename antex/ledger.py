@@ -122,7 +122,7 @@ class Ledger:
 
     async def _load(self, key_id: int) -> KeyState:
         now = self.clock()
-        windows = both_windows()
+        windows = both_windows([], now)
         # In chunks, the loop running between them: a history of a million charges takes about a
         # second to read, and would otherwise hold every stream back for as long.
         async for chunk in self.reader.charge_chunks(key_id, now - SEVEN_DAYS_S):

@@ -152,7 +152,8 @@ class RollingWindow:
 
     def resets_at(self) -> int | None:
         """When the oldest charge held leaves (expire first)."""
-        return leaves_at(self._ts[self._head], self.window_s) if len(self) else None
+        head = self._head  # not len(self): this runs per request
+        return leaves_at(self._ts[head], self.window_s) if head < len(self._ts) else None
 
     def available_at(self, limit: int) -> int | None:
         """When a full window drops below 100 %: the time the charge that tips it under leaves.
@@ -185,7 +186,7 @@ class RollingWindow:
         return tuple(points)
 
 
-def both_windows(charges: Iterable[Charge] = (), now: float = 0.0) -> tuple[RollingWindow, RollingWindow]:
+def both_windows(charges: Iterable[Charge], now: float) -> tuple[RollingWindow, RollingWindow]:
     """The 5-hour and 7-day windows at `now` of a history; extend them with `extend_both`."""
     windows = RollingWindow(FIVE_HOURS_S), RollingWindow(SEVEN_DAYS_S)
     extend_both(windows, charges, now)
