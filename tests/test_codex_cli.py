@@ -1,9 +1,9 @@
 """The real Codex CLI completes a task through Antex: it reads a file with its shell tool and edits
 it with apply_patch, against the fake upstream scripted to ask for exactly those calls.
 
-Codex comes from npm (`@openai/codex`, pinned in .ci/run, installed under .ci/node). This test never
-skips: without the binary it fails, with the way to install it in the message. CODEX_BIN names
-another binary.
+Codex comes from npm (`@openai/codex`, pinned in tests/tools/package.json and its lock file, which
+`make test` installs with `npm ci`). This test never skips: without the binary it fails, with the
+way to install it in the message. CODEX_BIN names another binary.
 
 What Codex 0.169 sends to POST /v1/responses (streaming, `Authorization: Bearer <key>`, plus its
 session headers): the instructions as developer messages in `input`, `reasoning.effort`,
@@ -25,8 +25,8 @@ import pytest
 from tests.conftest import ROOT, Gateway
 from tests.fake_replies import Reply, text_reply, tool_use_reply
 
-CODEX = Path(os.environ.get("CODEX_BIN") or ROOT / ".ci/node/node_modules/.bin/codex")
-INSTALL_HINT = "run .ci/run, or: npm install --prefix .ci/node @openai/codex (see .ci/run for the pinned version)"
+CODEX = Path(os.environ.get("CODEX_BIN") or ROOT / "tests/tools/node_modules/.bin/codex")
+INSTALL_HINT = "run make test (it installs it), or: npm ci --prefix tests/tools"
 MODEL = "claude-sonnet-4-6"
 RUN_TIMEOUT_S = 90
 PATCH = "*** Begin Patch\n*** Update File: hello.txt\n@@\n-Hello, world\n+Hello, Antex\n*** End Patch\n"
