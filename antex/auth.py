@@ -12,11 +12,16 @@ import logging
 import secrets
 import string
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Sequence
 
-from antex.config import Config, Limits, apply_overrides
+from aiohttp import web
+
+from antex.config import Config, Limits, ServerConfig, apply_overrides
 from antex.errors import AntexError
 from antex.store import KeyRow, Store
+
+if TYPE_CHECKING:
+    from multidict import CIMultiDictProxy  # request.headers
 
 log = logging.getLogger("antex.auth")
 
@@ -56,18 +61,25 @@ class KeyRecord:
         return f"{self.row.name} ({self.row.prefix}…)"
 
 
-def key_from_headers(headers: Mapping[str, str]) -> str:
-    """The caller's key from `x-api-key` or `Authorization: Bearer`; raises authentication_error."""
-    key = headers.get("x-api-key")
-    if key is None:
-        authorization = headers.get("authorization", "")
-        scheme, _, value = authorization.partition(" ")
+def key_from_headers(headers: CIMultiDictProxy[str]) -> str:
+    """The caller's key from `x-api-key` or `Authorization: Bearer`; raises authentication_error.
+
+    The same key may come in both headers (some clients send both); two different credentials in
+    one request are refused rather than guessing which one the caller meant to be billed to."""
+    presented = {value.strip() for value in headers.getall("x-api-key", ())}
+    for authorization in headers.getall("authorization", ()):
+        scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer":
-            key = value
-    if not key:
+            presented.add(value.strip())
+    presented.discard("")
+    if len(presented) != 1:
+        if presented:
+            raise AntexError("authentication_error",
+                             "This request carries two different API keys (in x-api-key and Authorization, or one "
+                             "header twice). Send one key.")
         raise AntexError("authentication_error",
                          "No API key. Send your sk_live_… key in the x-api-key header or as Authorization: Bearer.")
-    key = key.strip()
+    key = presented.pop()
     if not key.startswith(KEY_PREFIX) or len(key) != len(KEY_PREFIX) + KEY_RANDOM_CHARS or not key.isascii():
         raise AntexError("authentication_error", "Malformed API key. Antex keys look like sk_live_ followed by 43 letters and digits.")
     return key
@@ -102,7 +114,7 @@ class KeyCache:
             return None
         return apply_overrides(plan, row.limits)
 
-    def authenticate(self, headers: Mapping[str, str]) -> KeyRecord:
+    def authenticate(self, headers: CIMultiDictProxy[str]) -> KeyRecord:
         """The record for the caller's key; raises authentication_error for any unknown key."""
         key = key_from_headers(headers)
         record = self.by_hash.get(hash_key(key))
@@ -113,18 +125,40 @@ class KeyCache:
         return record
 
 
-def client_ip(peer: str | None, headers: Mapping[str, str], trusted: tuple) -> str:
-    """The client's address: the peer, unless the peer is a trusted proxy that says otherwise.
+def request_ip(request: web.Request, server: ServerConfig) -> str:
+    """The client's address of a request: see client_ip; the header is read only from a trusted peer."""
+    peer = request.remote or "unknown"
+    trusted = server.trusted_proxies
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    return client_ip(peer, forwarded_hops(request, server.forwarded_header), trusted)
 
-    Walks X-Forwarded-For (or Forwarded) from the right, skipping trusted proxies, so a client
-    cannot spoof its address by sending the header itself. A hop that is not an address (`unknown`,
-    an obfuscated name, garbage) ends the walk: what lies left of it was written by someone
-    unknown, so the last address a trusted hop vouched for is used instead.
+
+def forwarded_hops(request: web.Request, header: str) -> list[str]:
+    """The hops of the one header the operator's proxy sets, oldest first, every line of it (a proxy
+    may append its own line after the client's):
+
+        X-Forwarded-For: 198.51.100.1, 203.0.113.5
+        Forwarded: for=198.51.100.1;proto=https, for="[2001:db8::1]:4711"
+
+    Forwarded is parsed by aiohttp (RFC 7239: quoted strings, escapes); an element without a
+    well-formed `for` is an empty hop, which ends the walk."""
+    if header == "forwarded":
+        return [element.get("for", "") for element in request.forwarded]
+    return [hop.strip() for line in request.headers.getall("x-forwarded-for", ()) for hop in line.split(",")]
+
+
+def client_ip(peer: str, hops: Sequence[str], trusted: tuple) -> str:
+    """The client's address: walk the hops from the right, skipping trusted proxies; the first
+    address that is not a trusted proxy is the client, whatever it wrote further left.
+
+    A hop that is not an address (`unknown`, an obfuscated `_name`, an empty or garbled element)
+    ends the walk: the client cannot be told apart, so the last address a trusted hop vouched for
+    is used (the nearest proxy). `peer` must itself be trusted (see request_ip).
     """
-    address = peer or "unknown"
-    if not trusted or not _is_trusted(address, trusted):
-        return address
-    for hop in reversed(_forwarded_for(headers)):
+    address = peer
+    for hop in reversed(hops):
+        hop = _without_port(hop)
         if not _valid_ip(hop):
             break
         address = hop
@@ -133,27 +167,11 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted: tuple) -> s
     return address
 
 
-def _forwarded_for(headers: Mapping[str, str]) -> list[str]:
-    """Hops from `X-Forwarded-For: a, b` or `Forwarded: for=a;proto=https, for="[b]:443"`, ports
-    dropped. Every line of the header counts: a proxy may append its own line after the client's."""
-    getall = getattr(headers, "getall", None)
-    xff = ", ".join(getall("x-forwarded-for", [])) if getall else headers.get("x-forwarded-for", "")
-    if xff:
-        return [_without_port(part.strip()) for part in xff.split(",") if part.strip()]
-    forwarded = ", ".join(getall("forwarded", [])) if getall else headers.get("forwarded", "")
-    hops: list[str] = []
-    for element in forwarded.split(","):
-        for pair in element.split(";"):
-            name, _, value = pair.strip().partition("=")
-            if name.lower() == "for":
-                hops.append(_without_port(value.strip('"')))
-    return hops
-
-
 def _without_port(value: str) -> str:
     """`203.0.113.7:4711` -> `203.0.113.7`, `[2001:db8::1]:443` -> `2001:db8::1`; others as they are."""
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value[1:]
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
     if value.count(":") == 1:
         return value.split(":")[0]
     return value

@@ -66,6 +66,7 @@ class ServerConfig:
     port: int
     database: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    forwarded_header: str  # "x-forwarded-for" or "forwarded": the one header the trusted proxy sets
     max_body_bytes: int
     shutdown_grace_s: float
 
@@ -128,6 +129,13 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
 
 
+def _forwarded_header(value: str) -> str | None:
+    return None if value in FORWARDED_HEADERS else 'must be "x-forwarded-for" or "forwarded"'
+
+
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+
+
 def _base_url(value: str) -> str | None:
     return None if re.match(r"^https?://[^/\s]+", value) else "must be an http:// or https:// URL"
 
@@ -152,6 +160,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "port": ((int,), _port),
         "database": ((str,), None),
         "trusted_proxies": ((list,), None),
+        "forwarded_header": ((str,), _forwarded_header),
         "max_body_bytes": ((int,), _positive),
         "shutdown_grace_s": (NUMBER, _not_negative),
     },
@@ -250,6 +259,7 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
             port=server["port"],
             database=server["database"],
             trusted_proxies=_networks(server["trusted_proxies"], source),
+            forwarded_header=server["forwarded_header"],
             max_body_bytes=server["max_body_bytes"],
             shutdown_grace_s=float(server["shutdown_grace_s"]),
         ),

@@ -17,7 +17,7 @@ from aiohttp import web
 from antex.admission import Ticket
 from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, RELAYS, REQUEST_ID, STOPPING,
                            UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
-from antex.auth import KeyRecord, client_ip
+from antex.auth import KeyRecord, request_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
 from antex.errors import AntexError
@@ -154,7 +154,7 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_token
     now = app[CLOCK]()
     ledger = app[LEDGER]
     state = ledger.states.get(key.id) or await ledger.state(key.id)  # loaded once, then no await
-    ip = client_ip(request.remote, request.headers, app[CONFIG].server.trusted_proxies)
+    ip = request_ip(request, app[CONFIG].server)
     admission.check_ip(key, state, ip, now)
     windows = admission.check_windows(key, state, now)
     request[WINDOWS] = windows

@@ -15,11 +15,13 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
 from aiohttp import ClientSession
 from click.testing import CliRunner
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from antex import auth
@@ -263,41 +265,64 @@ async def test_an_upstream_error_echoing_the_operator_key_is_redacted(gateway: G
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
 
 
-@pytest.mark.parametrize("peer, headers, expected", [
+XFF, FWD = "x-forwarded-for", "forwarded"
+
+
+@pytest.mark.parametrize("peer, header, headers, expected", [
     # Nobody trusted, or an untrusted peer: every forwarding header is the client's own word.
-    ("198.51.100.7", [("X-Forwarded-For", "203.0.113.5")], "198.51.100.7"),
-    ("198.51.100.7", [("Forwarded", "for=203.0.113.5")], "198.51.100.7"),
-    ("198.51.100.7", [("X-Real-IP", "203.0.113.5")], "198.51.100.7"),
+    ("198.51.100.7", XFF, [("X-Forwarded-For", "203.0.113.5")], "198.51.100.7"),
+    ("198.51.100.7", FWD, [("Forwarded", "for=203.0.113.5")], "198.51.100.7"),
+    ("198.51.100.7", XFF, [("X-Real-IP", "203.0.113.5")], "198.51.100.7"),
     # A trusted proxy: the rightmost hop that is not a trusted proxy, whatever the client put left of it.
-    ("127.0.0.1", [("X-Forwarded-For", "203.0.113.5")], "203.0.113.5"),
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, 203.0.113.5")], "203.0.113.5"),
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, 203.0.113.5, 10.1.2.3, 10.0.0.9")], "203.0.113.5"),
-    ("127.0.0.1", [("X-Forwarded-For", "10.1.2.3")], "10.1.2.3"),  # only proxies: the leftmost of them
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.5")], "203.0.113.5"),
-    ("127.0.0.1", [("X-Forwarded-For", "203.0.113.5:4711")], "203.0.113.5"),
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, [2001:db8::1]:443")], "2001:db8::1"),
-    ("127.0.0.1", [("Forwarded", 'for=6.6.6.6, for="203.0.113.5:4711";proto=https')], "203.0.113.5"),
-    ("127.0.0.1", [("Forwarded", 'for=6.6.6.6;by=x, for="[2001:db8::1]"')], "2001:db8::1"),
-    ("127.0.0.1", [("X-Forwarded-For", "203.0.113.5"), ("Forwarded", "for=6.6.6.6")], "203.0.113.5"),
-    ("127.0.0.1", [("X-Real-IP", "203.0.113.5")], "127.0.0.1"),  # not a header Antex reads
-    # Malformed hops: nothing left of a hop that is not an address can be believed.
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, unknown")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, 999.1.1.1, 10.0.0.9")], "10.0.0.9"),
-    ("127.0.0.1", [("Forwarded", "for=6.6.6.6, for=_hidden")], "127.0.0.1"),
-    ("127.0.0.1", [("Forwarded", "for=6.6.6.6, for=")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", "garbage")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", "")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", " , ,")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", "<script>alert(1)</script>")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", "6.6.6.6 203.0.113.5")], "127.0.0.1"),
-    ("127.0.0.1", [("X-Forwarded-For", "1" * 10000)], "127.0.0.1"),
-    ("127.0.0.1", [("Forwarded", 'for="[2001:db8::1')], "2001:db8::1"),
-    ("127.0.0.1", [("Forwarded", "garbage;;;==,,")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "203.0.113.5")], "203.0.113.5"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6, 203.0.113.5")], "203.0.113.5"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6, 203.0.113.5, 10.1.2.3, 10.0.0.9")], "203.0.113.5"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "10.1.2.3")], "10.1.2.3"),  # only proxies: the leftmost of them
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.5")], "203.0.113.5"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "203.0.113.5:4711")], "203.0.113.5"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6, [2001:db8::1]:443")], "2001:db8::1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6, 2001:db8::1")], "2001:db8::1"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for=6.6.6.6, for="203.0.113.5:4711";proto=https')], "203.0.113.5"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for=6.6.6.6;by=x, for="[2001:db8::1]"')], "2001:db8::1"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for=6.6.6.6, for="[2001:db8::1]:4711"')], "2001:db8::1"),
+    ("127.0.0.1", FWD, [("Forwarded", 'For="203.0.113.5"')], "203.0.113.5"),  # names are case-insensitive
+    ("127.0.0.1", FWD, [("Forwarded", 'proto=https;for=203.0.113.5;by=10.0.0.9')], "203.0.113.5"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for="6.6.6.6, for=7.7.7.7", for=203.0.113.5')], "203.0.113.5"),
+    ("127.0.0.1", FWD, [("Forwarded", "for=6.6.6.6"), ("Forwarded", "for=203.0.113.5, for=10.0.0.9")], "203.0.113.5"),
+    # Only the configured header is read: the other is whatever the client wrote.
+    ("127.0.0.1", FWD, [("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=203.0.113.5")], "203.0.113.5"),
+    ("127.0.0.1", FWD, [("Forwarded", "for=203.0.113.5"), ("X-Forwarded-For", "6.6.6.6")], "203.0.113.5"),
+    ("127.0.0.1", XFF, [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "203.0.113.5")], "203.0.113.5"),
+    ("127.0.0.1", FWD, [("X-Forwarded-For", "6.6.6.6")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("Forwarded", "for=6.6.6.6")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Real-IP", "203.0.113.5")], "127.0.0.1"),  # not a header Antex reads
+    # Hops that are not addresses end the walk: nothing left of them can be believed, and the
+    # client is the nearest address a trusted hop vouched for.
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6, unknown")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6, 999.1.1.1, 10.0.0.9")], "10.0.0.9"),
+    ("127.0.0.1", FWD, [("Forwarded", "for=6.6.6.6, for=unknown")], "127.0.0.1"),
+    ("127.0.0.1", FWD, [("Forwarded", "for=6.6.6.6, for=_hidden")], "127.0.0.1"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for=6.6.6.6, for="_hidden:_port", for=10.0.0.9')], "10.0.0.9"),
+    ("127.0.0.1", FWD, [("Forwarded", "for=6.6.6.6, proto=https")], "127.0.0.1"),  # an element without for
+    ("127.0.0.1", FWD, [("Forwarded", "for=6.6.6.6, for=")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "garbage")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", " , ,")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "<script>alert(1)</script>")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "6.6.6.6 203.0.113.5")], "127.0.0.1"),
+    ("127.0.0.1", XFF, [("X-Forwarded-For", "1" * 10000)], "127.0.0.1"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for="[2001:db8::1')], "127.0.0.1"),
+    ("127.0.0.1", FWD, [("Forwarded", "garbage;;;==,,")], "127.0.0.1"),
+    ("127.0.0.1", FWD, [("Forwarded", 'for="\\"; for=6.6.6.6')], "127.0.0.1"),
 ])
-def test_client_ip_table(peer: str, headers: list[tuple[str, str]], expected: str) -> None:
-    assert client_ip(peer, CIMultiDict(headers), TRUSTED) == expected
-    if peer == "198.51.100.7":
-        assert client_ip(peer, CIMultiDict(headers), ()) == peer
+def test_client_ip_table(peer: str, header: str, headers: list[tuple[str, str]], expected: str) -> None:
+    request = make_mocked_request("POST", "/v1/messages", headers=CIMultiDict(headers))
+    hops = auth.forwarded_hops(request, header)
+    if peer == "198.51.100.7":  # not a trusted proxy: request_ip never reads the header
+        server = SimpleNamespace(trusted_proxies=TRUSTED, forwarded_header=header)
+        assert auth.request_ip(SimpleNamespace(remote=peer), server) == peer
+    else:
+        assert client_ip(peer, hops, TRUSTED) == expected
 
 
 async def post_from(gateway: Gateway, key: str, headers: list[tuple[str, str]]) -> tuple[int, dict]:
@@ -327,7 +352,7 @@ async def test_behind_a_trusted_proxy_the_client_cannot_choose_its_address(make_
                     [("X-Forwarded-For", "198.51.100.1, 203.0.113.5")],
                     [("X-Forwarded-For", "198.51.100.2, 203.0.113.5, 10.9.9.9")],
                     [("X-Forwarded-For", "198.51.100.3"), ("X-Forwarded-For", "203.0.113.5")],  # a proxy's own line
-                    [("Forwarded", 'for=198.51.100.4, for="203.0.113.5:51000"')],
+                    [("Forwarded", "for=198.51.100.4"), ("X-Forwarded-For", "203.0.113.5")],  # not read
                     [("X-Forwarded-For", "198.51.100.5, unknown")],  # malformed hop: counts as the proxy
                     ):
         status, body = await post_from(gateway, key, headers)
@@ -337,6 +362,54 @@ async def test_behind_a_trusted_proxy_the_client_cannot_choose_its_address(make_
             assert status == 200, (headers, body)
     status, body = await post_from(gateway, key, [("X-Forwarded-For", "203.0.113.5, 198.51.100.9")])
     assert status == 403 and body["error"]["type"] == "ip_limit_reached"
+
+
+async def test_behind_a_forwarded_proxy_a_client_written_x_forwarded_for_is_ignored(make_gateway: GatewayFactory) -> None:
+    """The proxy writes Forwarded; a leaked key's holder adds X-Forwarded-For naming an address the
+    key already used, to dodge max_ips. Only the header the operator named counts."""
+    gateway = await make_gateway(server={"trusted_proxies": ["127.0.0.1/32"], "forwarded_header": "forwarded"})
+    key = await gateway.create_key("alice", max_ips=1)
+    status, body = await post_from(gateway, key, [("Forwarded", 'for="203.0.113.5:4711";proto=https')])
+    assert status == 200, body
+    status, body = await post_from(gateway, key, [("X-Forwarded-For", "203.0.113.5"),
+                                                  ("Forwarded", 'for=203.0.113.5, for="[2001:db8::66]"')])
+    assert status == 403 and body["error"]["type"] == "ip_limit_reached", body
+    status, body = await post_from(gateway, key, [("Forwarded", "for=198.51.100.9;proto=https"),
+                                                  ("Forwarded", "for=203.0.113.5")])  # the proxy's own line
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("headers", [
+    [("x-api-key", "{a}"), ("x-api-key", "{b}")],
+    [("x-api-key", "{a}"), ("Authorization", "Bearer {b}")],
+    [("Authorization", "Bearer {b}"), ("x-api-key", "{a}")],
+    [("Authorization", "Bearer {a}"), ("Authorization", "Bearer {b}")],
+])
+async def test_two_different_keys_in_one_request_are_refused(gateway: Gateway, headers: list[tuple[str, str]]) -> None:
+    a, b = await gateway.create_key("alice"), await gateway.create_key("bob")
+    async with ClientSession() as http:
+        for path in ("/v1/messages", "/v1/chat/completions"):
+            sent = CIMultiDict((name, value.format(a=a, b=b)) for name, value in headers)
+            async with http.post(gateway.url + path, json=sample_body(), headers=sent) as resp:
+                assert resp.status == 401, (path, await resp.text())
+                body = await resp.json()
+                error = body["error"]
+                assert "authentication_error" in (error.get("type"), body.get("type"), error.get("code")), body
+                assert "two different API keys" in error["message"]
+    assert gateway.fake.requests == []
+
+
+@pytest.mark.parametrize("headers", [
+    [("x-api-key", "{a}"), ("Authorization", "Bearer {a}")],
+    [("x-api-key", "{a}"), ("x-api-key", " {a}")],
+    [("Authorization", "Basic dXNlcjpwYXNz"), ("x-api-key", "{a}")],  # not a credential Antex reads
+])
+async def test_one_key_given_twice_is_accepted(gateway: Gateway, headers: list[tuple[str, str]]) -> None:
+    a = await gateway.create_key("alice")
+    async with ClientSession() as http:
+        sent = CIMultiDict((name, value.format(a=a)) for name, value in headers)
+        async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers=sent) as resp:
+            assert resp.status == 200, await resp.text()
 
 
 # the dashboard: static, self-contained, locked down; a person's data only with their own key
