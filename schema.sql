@@ -90,3 +90,9 @@ CREATE TABLE journal_settled (
     ids  TEXT NOT NULL   -- JSON list: the journal ids settled by the last committed batch
 );
 INSERT INTO journal_settled (id, ids) VALUES (1, '[]');
+
+-- migration 4: server tool use
+-- Anthropic bills its server tools per use (web search per search); each credit event records
+-- the uses it was charged for, from usage.server_tool_use.
+ALTER TABLE events ADD COLUMN web_search_requests INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN web_fetch_requests INTEGER NOT NULL DEFAULT 0;

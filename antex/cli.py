@@ -298,7 +298,7 @@ def plans(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="As JSON.")
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
-    """List the models served, their aliases and credit rates per million tokens."""
+    """List the models served, their aliases, credit rates per million tokens and per server-tool use."""
     cfg = load_config(ctx)
     if as_json:
         click.echo(orjson.dumps([{"id": m.id, "display_name": m.display_name, "tier": m.tier, "aliases": m.aliases,
@@ -309,7 +309,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
         aliases = f" (aliases: {', '.join(m.aliases)})" if m.aliases else ""
         click.echo(f"{m.id:<20} {m.tier:<7} {m.display_name}{aliases}\n"
                    f"{'':<20} credits/MTok: input {r.input:g}, output {r.output:g}, cache write 5m {r.cache_write_5m:g}, "
-                   f"1h {r.cache_write_1h:g}, cache read {r.cache_read:g}")
+                   f"1h {r.cache_write_1h:g}, cache read {r.cache_read:g}\n"
+                   f"{'':<20} credits/use: web search {r.web_search:g}, web fetch {r.web_fetch:g}")
 
 
 # usage and events
@@ -405,7 +406,8 @@ def events(ctx: click.Context, key_ref: str | None, since: str | None, as_json: 
     cfg = load_config(ctx)
     since_ts = parse_since(since, time.time()) if since else None
     columns = ["id", "time", "key_name", "key_id", "model", "endpoint", "input_tokens", "output_tokens",
-               "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "credits", "request_id", "outcome"]
+               "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
+               "web_fetch_requests", "credits", "request_id", "outcome"]
 
     async def export(s: Store) -> None:
         key_id = _one_key(key_ref, await s.find_keys(key_ref)).id if key_ref else None

@@ -21,13 +21,18 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Rates:
-    """Credits per million tokens, by token kind."""
+    """Credits per million tokens, by token kind; and credits per use of a server tool."""
 
     input: float
     output: float
     cache_write_5m: float
     cache_write_1h: float
     cache_read: float
+    web_search: float = 0.0  # per search (usage.server_tool_use.web_search_requests)
+    web_fetch: float = 0.0  # per fetch (usage.server_tool_use.web_fetch_requests)
+
+
+RATE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search", "web_fetch")
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "cache_write_5m": (NUMBER, _not_negative),
         "cache_write_1h": (NUMBER, _not_negative),
         "cache_read": (NUMBER, _not_negative),
+        "web_search": (NUMBER, _not_negative),
+        "web_fetch": (NUMBER, _not_negative),
     },
     "plans.*": {
         "credits_5h": (NUMBER, _positive),
@@ -306,7 +313,7 @@ def _strings(value: list[Any], where: str, source: str) -> tuple[str, ...]:
 
 
 def _model(model_id: str, table: dict[str, Any]) -> Model:
-    rates = Rates(**{k: float(table[k]) for k in ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")})
+    rates = Rates(**{k: float(table[k]) for k in RATE_FIELDS})
     return Model(model_id, table["display_name"], table["tier"], tuple(table["aliases"]), rates, table["created_at"])
 
 

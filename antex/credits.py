@@ -13,7 +13,7 @@ MICRO = 1_000_000
 
 
 class Usage(NamedTuple):
-    """Token counts of one request, by kind (the kinds credits are priced by).
+    """Token counts of one request, by kind, and its server-tool uses (what credits are priced by).
 
     A NamedTuple, not a dataclass: one is built for every request, and a frozen dataclass costs
     several times as much to construct."""
@@ -23,13 +23,16 @@ class Usage(NamedTuple):
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
     cache_read_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
 
     @classmethod
     def from_anthropic(cls, usage: dict) -> "Usage":
         """Read an Anthropic `usage` object, e.g.
         {"input_tokens": 12, "output_tokens": 30, "cache_creation_input_tokens": 100,
          "cache_read_input_tokens": 2000,
-         "cache_creation": {"ephemeral_5m_input_tokens": 60, "ephemeral_1h_input_tokens": 40}}
+         "cache_creation": {"ephemeral_5m_input_tokens": 60, "ephemeral_1h_input_tokens": 40},
+         "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 1}}
         When the cache-write split is missing, every cache write counts as a 5-minute one;
         when only the split is there, its two parts are the cache writes.
         """
@@ -43,8 +46,13 @@ class Usage(NamedTuple):
             write_1h = min(write_1h, cache_write)
         else:
             write_1h = 0
+        tools = get("server_tool_use")
+        if isinstance(tools, dict):
+            searches, fetches = _count(tools.get("web_search_requests")), _count(tools.get("web_fetch_requests"))
+        else:
+            searches = fetches = 0
         return cls(_count(get("input_tokens")), _count(get("output_tokens")), cache_write - write_1h, write_1h,
-                   _count(get("cache_read_input_tokens")))
+                   _count(get("cache_read_input_tokens")), searches, fetches)
 
 
 def _count(value: object) -> int:
@@ -53,13 +61,15 @@ def _count(value: object) -> int:
 
 
 def micro_credits(usage: Usage, rates: Rates) -> int:
-    """Micro-credits for `usage`: sum of tokens x rate (credits per million tokens)."""
+    """Micro-credits for `usage`: sum of tokens x rate (credits per million tokens), plus server-tool
+    uses x rate (credits per use)."""
     return round(
         usage.input_tokens * rates.input
         + usage.output_tokens * rates.output
         + usage.cache_write_5m_tokens * rates.cache_write_5m
         + usage.cache_write_1h_tokens * rates.cache_write_1h
         + usage.cache_read_tokens * rates.cache_read
+        + (usage.web_search_requests * rates.web_search + usage.web_fetch_requests * rates.web_fetch) * MICRO
     )
 
 

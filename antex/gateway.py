@@ -145,17 +145,26 @@ def resolve(request: web.Request, key: KeyRecord, model_name: str) -> Model:
     return admission.check_model(key, model_name)
 
 
+async def check_ip(request: web.Request, key: KeyRecord) -> KeyState:
+    """The client's address against the key's max_ips (a new one is recorded); returns the key's state.
+    Every keyed door that reaches the upstream passes it, metered or not: a leaked key's new
+    addresses count wherever they use it."""
+    app = request.app
+    ledger = app[LEDGER]
+    state = ledger.states.get(key.id) or await ledger.state(key.id)  # loaded once, then no await
+    app[ADMISSION].check_ip(key, state, request_ip(request, app[CONFIG].server), app[CLOCK]())
+    return state
+
+
 async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_tokens: int, endpoint: str,
                 body_bytes: int = 0) -> Call:
     """The remaining checks, in order (after resolve); the returned Call holds a concurrency slot."""
     app = request.app
     admission = app[ADMISSION]
     admission.check_max_tokens(key, max_tokens)
+    state = await check_ip(request, key)
     now = app[CLOCK]()
     ledger = app[LEDGER]
-    state = ledger.states.get(key.id) or await ledger.state(key.id)  # loaded once, then no await
-    ip = request_ip(request, app[CONFIG].server)
-    admission.check_ip(key, state, ip, now)
     windows = admission.check_windows(key, state, now)
     request[WINDOWS] = windows
     ticket = admission.check_concurrency(key, state)
@@ -237,8 +246,7 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
         # Cancelled before the final usage: charge at least what was streamed.
         estimate = -(-meter.streamed_chars // CHARS_PER_TOKEN)
         if estimate > usage.output_tokens:
-            usage = Usage(usage.input_tokens, estimate, usage.cache_write_5m_tokens, usage.cache_write_1h_tokens,
-                          usage.cache_read_tokens)
+            usage = usage._replace(output_tokens=estimate)
     charge = Charge(
         key_id=call.key.id,
         ts=app[CLOCK](),

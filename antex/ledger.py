@@ -65,7 +65,7 @@ class Charge(NamedTuple):
         u = self.usage
         return (self.key_id, self.ts, self.model, self.endpoint, u.input_tokens, u.output_tokens,
                 u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, self.micro_credits,
-                self.request_id, self.outcome, int(self.estimated))
+                self.request_id, self.outcome, int(self.estimated), u.web_search_requests, u.web_fetch_requests)
 
 
 @dataclass

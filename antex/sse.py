@@ -33,7 +33,7 @@ TEXT_DELTA = re.compile(_TEXT_DELTA % (b"", b""))
 TEXT_DELTA_RUN = re.compile(rb"(?:%s)+" % (_TEXT_DELTA % (b"?:", b"?:")))
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a frame larger than this is not SSE we can read
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-                "cache_creation")
+                "cache_creation", "server_tool_use")
 
 
 class MalformedStream(Exception):
@@ -192,8 +192,14 @@ class UsageMeter:
             self.error = error if isinstance(error, dict) else {"type": "api_error", "message": "upstream error"}
 
     def _merge(self, usage: object) -> None:
+        """Field by field; a nested object (cache_creation, server_tool_use) too, so a delta that
+        names only web_search_requests keeps the web_fetch_requests message_start gave."""
         if isinstance(usage, dict):
             for name in USAGE_FIELDS:
                 value = usage.get(name)
-                if value is not None:
-                    self.usage[name] = value
+                if value is None:
+                    continue
+                seen = self.usage.get(name)
+                if isinstance(value, dict) and isinstance(seen, dict):
+                    value = {**seen, **{k: v for k, v in value.items() if v is not None}}
+                self.usage[name] = value

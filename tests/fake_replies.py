@@ -69,6 +69,8 @@ class Reply:
     cache_write_5m: int = 0
     cache_write_1h: int = 0
     cache_read: int = 0
+    web_search_requests: int = 0  # server-tool uses, reported in usage.server_tool_use when any
+    web_fetch_requests: int = 0
     events: int = 1  # text_delta events per text block
     status: int = 200  # with error_type: an HTTP error instead of a message
     error_type: str | None = None
@@ -97,9 +99,10 @@ class Reply:
         faults = [self.stall_after, self.cut_after, self.error_event_after]
         return next((fault for fault in faults if fault is not None), None)
 
-    def usage(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
-        """The usage object of a message, in the field order Anthropic uses."""
-        return {
+    def usage(self, input_tokens: int, output_tokens: int, tool_uses: bool = True) -> dict[str, Any]:
+        """The usage object of a message, in the field order Anthropic uses (tool_uses: the final
+        server-tool counts, or zeros as a stream's message_start has them)."""
+        usage = {
             "input_tokens": input_tokens,
             "cache_creation_input_tokens": self.cache_write_5m + self.cache_write_1h,
             "cache_read_input_tokens": self.cache_read,
@@ -110,6 +113,12 @@ class Reply:
             "output_tokens": output_tokens,
             "service_tier": "standard",
         }
+        if self.web_search_requests or self.web_fetch_requests:
+            usage["server_tool_use"] = {
+                "web_search_requests": self.web_search_requests if tool_uses else 0,
+                "web_fetch_requests": self.web_fetch_requests if tool_uses else 0,
+            }
+        return usage
 
     def message(self, message_id: str, model: str, input_tokens: int) -> bytes:
         """The non-streaming response body."""
@@ -138,7 +147,7 @@ class Reply:
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": self.usage(input_tokens, 1),
+                "usage": self.usage(input_tokens, 1, tool_uses=False),
             },
         }
         # Cumulative, like the current API: the totals so far, input and cache fields included.
@@ -152,6 +161,9 @@ class Reply:
                 "output_tokens": self.output_tokens,
             },
         }
+        if self.web_search_requests or self.web_fetch_requests:
+            delta["usage"]["server_tool_use"] = {"web_search_requests": self.web_search_requests,
+                                                 "web_fetch_requests": self.web_fetch_requests}
         return [
             sse("message_start", start),
             *self._block_events,

@@ -6,7 +6,7 @@ import openai
 import orjson
 from aiohttp import ClientSession
 
-from tests.conftest import Gateway, sample_body
+from tests.conftest import Gateway, GatewayFactory, sample_body
 from tests.fake_replies import text_reply
 
 
@@ -93,6 +93,28 @@ async def test_count_tokens_is_forwarded_and_not_metered(gateway: Gateway) -> No
     await gateway.flush()
     _, _, raw = await get(gateway, "/v1/usage", key)
     assert orjson.loads(raw)["five_hour"]["used_percent"] == 0.0
+
+
+async def test_count_tokens_counts_the_client_address_against_max_ips(make_gateway: GatewayFactory) -> None:
+    """A leaked key's new addresses count on count_tokens too, which still charges nothing."""
+    gateway = await make_gateway(server={"trusted_proxies": ["127.0.0.1/32"]})
+    key = await gateway.create_key("alice", max_ips=1)
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hello"}]}
+
+    async def post(path: str, address: str, payload: dict) -> tuple[int, dict]:
+        async with ClientSession() as http:
+            async with http.post(gateway.url + path, json=payload,
+                                 headers={"x-api-key": key, "x-forwarded-for": address}) as resp:
+                return resp.status, await resp.json()
+
+    assert (await post("/v1/messages/count_tokens", "203.0.113.5", body))[0] == 200
+    status, refused = await post("/v1/messages/count_tokens", "198.51.100.9", body)
+    assert status == 403 and refused["error"]["type"] == "ip_limit_reached", refused
+    status, refused = await post("/v1/messages", "198.51.100.9", {**body, "max_tokens": 16})
+    assert status == 403 and refused["error"]["type"] == "ip_limit_reached", refused
+    assert (await post("/v1/messages/count_tokens", "203.0.113.5", body))[0] == 200
+    assert [request.path for request in gateway.fake.requests] == ["/v1/messages/count_tokens"] * 2
+    assert await gateway.events() == []  # never charged
 
 
 async def test_health_preconnect_and_telemetry_are_cheap(gateway: Gateway) -> None:

@@ -42,8 +42,8 @@ from tests.fake_anthropic import DEFAULT_API_KEY
 
 KEY_PATTERN = re.compile(r"sk_live_[A-Za-z0-9]{43}")
 EVENT_COLUMNS = ["id", "time", "key_name", "key_id", "model", "endpoint", "input_tokens", "output_tokens",
-                 "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "credits", "request_id",
-                 "outcome"]
+                 "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
+                 "web_fetch_requests", "credits", "request_id", "outcome"]
 DEFAULTS = config_module.load(None)
 HOUR = 3600
 DAY = 86400
@@ -366,12 +366,14 @@ def test_models_text_and_json(cfg: Path) -> None:
     text = antex(cfg, "models").output
     assert "claude-sonnet-4-6" in text and "(aliases: sonnet)" in text
     assert "credits/MTok: input 300, output 1500, cache write 5m 375, 1h 600, cache read 30" in text
+    assert "credits/use: web search 1, web fetch 0" in text
     models = orjson.loads(antex(cfg, "models", "--json").stdout)
     by_id = {m["id"]: m for m in models}
     assert by_id.keys() == DEFAULTS.models.keys()
     assert by_id["claude-opus-4-6"]["tier"] == "opus" and by_id["claude-opus-4-6"]["aliases"] == ["opus"]
     assert by_id["claude-haiku-4-5"]["rates"] == {"input": 100.0, "output": 500.0, "cache_write_5m": 125.0,
-                                                  "cache_write_1h": 200.0, "cache_read": 10.0}
+                                                  "cache_write_1h": 200.0, "cache_read": 10.0, "web_search": 1.0,
+                                                  "web_fetch": 0.0}
 
 
 # events

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from antex.config import LIMIT_FIELDS, ConfigError, Limits, apply_overrides, load
+from antex.config import LIMIT_FIELDS, RATE_FIELDS, ConfigError, Limits, apply_overrides, load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = tomllib.loads((ROOT / "config.example.toml").read_text("utf-8"))
@@ -52,7 +52,7 @@ def test_every_documented_model_is_served_with_its_rates() -> None:
         model = DEFAULTS.models[model_id]
         assert (model.id, model.display_name, model.tier, model.aliases, model.created_at) == (
             model_id, table["display_name"], table["tier"], tuple(table["aliases"]), table["created_at"])
-        assert vars(model.rates) == {k: table[k] for k in ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")}
+        assert vars(model.rates) == {k: table[k] for k in RATE_FIELDS}
 
 
 def test_every_documented_plan_is_defined() -> None:

@@ -52,7 +52,16 @@ FULL = {"input_tokens": 12, "output_tokens": 30, "cache_creation_input_tokens": 
             Usage(0, 0, 10, 0, 0),
             id="bools are not counts",
         ),
-        pytest.param({**FULL, "server_tool_use": {"web_search_requests": 2}}, Usage(12, 30, 100, 0, 2000), id="extra fields"),
+        pytest.param({**FULL, "service_tier": "standard", "inference_geo": "us"}, Usage(12, 30, 100, 0, 2000),
+                     id="extra fields"),
+        pytest.param({**FULL, "server_tool_use": {"web_search_requests": 2}}, Usage(12, 30, 100, 0, 2000, 2, 0),
+                     id="web searches"),
+        pytest.param({"server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 4, "code_execution_requests": 9}},
+                     Usage(web_search_requests=3, web_fetch_requests=4), id="searches and fetches, others ignored"),
+        pytest.param({"server_tool_use": {"web_search_requests": "2", "web_fetch_requests": -1}}, Usage(),
+                     id="bogus tool counts count 0"),
+        pytest.param({"server_tool_use": [2]}, Usage(), id="server tool use not an object"),
+        pytest.param({"server_tool_use": None}, Usage(), id="server tool use null"),
     ],
 )
 def test_usage_from_anthropic(usage: dict, expected: Usage) -> None:
@@ -92,6 +101,21 @@ def test_one_token_of_each_kind_costs_the_default_rate_in_micro_credits(model_id
 )
 def test_sonnet_micro_credits_are_exact_integers(usage: Usage, expected: int) -> None:
     assert micro_credits(usage, DEFAULTS.models["claude-sonnet-4-5"].rates) == expected
+
+
+@pytest.mark.parametrize("model_id", ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6"])
+def test_server_tool_uses_cost_anthropics_published_price_in_credits(model_id: str) -> None:
+    """Web search: $10 per 1,000 searches, one cent each: 1 credit. Web fetch: no fee beyond tokens."""
+    rates = DEFAULTS.models[model_id].rates
+    assert micro_credits(Usage(web_search_requests=1), rates) == 1 * MICRO
+    assert micro_credits(Usage(web_search_requests=1000), rates) == 1000 * MICRO  # $10
+    assert micro_credits(Usage(web_fetch_requests=5), rates) == 0
+    assert micro_credits(Usage(input_tokens=1000, web_search_requests=3), rates) == 1000 * rates.input + 3 * MICRO
+
+
+def test_server_tool_rates_are_configurable() -> None:
+    rates = config.Rates(input=0, output=0, cache_write_5m=0, cache_write_1h=0, cache_read=0, web_search=2.5, web_fetch=0.1)
+    assert micro_credits(Usage(web_search_requests=2, web_fetch_requests=3), rates) == 5_300_000
 
 
 def test_fractional_rates_round_to_whole_micro_credits() -> None:

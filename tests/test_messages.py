@@ -151,3 +151,23 @@ async def test_upstream_error_status_and_body_pass_through(gateway: Gateway) -> 
 
 def test_orjson_available() -> None:
     assert orjson.loads(b"{}") == {}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_server_tool_uses_are_charged(gateway: Gateway, stream: bool) -> None:
+    """Anthropic bills web search per search: 1 credit each by default (web fetch: tokens only);
+    the stream reports the counts in message_delta, after a message_start of zeros."""
+    key = await gateway.create_key("alice")
+    gateway.fake.queue(text_reply("Found it.", input_tokens=100, output_tokens=10, web_search_requests=3,
+                                  web_fetch_requests=2))
+    async with sdk(gateway, key) as client:
+        request = dict(model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "search"}])
+        if stream:
+            async with client.messages.stream(**request) as events:
+                message = await events.get_final_message()
+        else:
+            message = await client.messages.create(**request)
+    assert message.usage.server_tool_use.web_search_requests == 3
+    (row,) = await gateway.events()
+    assert (row["web_search_requests"], row["web_fetch_requests"]) == (3, 2)
+    assert row["micro_credits"] == 100 * 300 + 10 * 1500 + 3 * 1_000_000

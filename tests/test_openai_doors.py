@@ -193,3 +193,21 @@ async def test_responses_carry_codex_usage_headers(gateway: Gateway) -> None:
     assert headers["x-codex-secondary-used-percent"] == "4.5"
     assert headers["x-codex-secondary-window-minutes"] == "10080"
     assert int(headers["x-codex-primary-reset-at"]) == int(gateway.clock()) + 5 * 3600
+
+
+@pytest.mark.parametrize("door", ["chat", "responses"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_server_tool_uses_are_charged_through_the_openai_doors(gateway: Gateway, door: str, stream: bool) -> None:
+    key = await gateway.create_key("alice")
+    gateway.fake.queue(text_reply("Found it.", input_tokens=20, output_tokens=4, web_search_requests=2))
+    async with client(gateway, key) as oa:
+        if door == "chat":
+            answer = await oa.chat.completions.create(model="claude-sonnet-4-6", stream=stream,
+                                                      messages=[{"role": "user", "content": "search"}])
+        else:
+            answer = await oa.responses.create(model="claude-sonnet-4-6", stream=stream, input="search")
+        if stream:
+            [chunk async for chunk in answer]
+    (event,) = await gateway.wait_for_events(1)
+    assert (event["web_search_requests"], event["web_fetch_requests"]) == (2, 0)
+    assert event["micro_credits"] == 20 * 300 + 4 * 1500 + 2 * 1_000_000

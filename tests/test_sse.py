@@ -171,15 +171,28 @@ def test_a_whole_stream_is_metered(split) -> None:
             {"cache_creation": {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 6}},
             id="cache split replaced whole",
         ),
-        pytest.param([{"server_tool_use": {"web_search_requests": 1}}], {}, id="other fields not kept"),
+        pytest.param([{"service_tier": "standard", "inference_geo": "us"}], {}, id="other fields not kept"),
+        pytest.param([{"server_tool_use": {"web_search_requests": 3}}],
+                     {"server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 1}},
+                     id="server tool uses merged key by key"),
+        pytest.param([{"server_tool_use": {"web_search_requests": 2, "web_fetch_requests": None}},
+                      {"server_tool_use": {"web_fetch_requests": 4}}],
+                     {"server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 4}},
+                     id="server tool uses over two deltas, nulls keep the value"),
+        pytest.param([{"server_tool_use": None}], {}, id="null server tool use keeps the start's"),
+        pytest.param([{"cache_creation": {"ephemeral_1h_input_tokens": 6}}],
+                     {"cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 6}},
+                     id="cache split merged key by key"),
     ],
 )
 def test_message_delta_usage_overwrites_field_by_field(deltas: list[dict], expected: dict) -> None:
     meter = UsageMeter()
-    meter.observe("message_start", orjson.dumps(MESSAGE_START))
+    start = {**MESSAGE_START, "message": {**MESSAGE_START["message"], "usage": {
+        **START_USAGE, "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 1}}}}
+    meter.observe("message_start", orjson.dumps(start))
     for usage in deltas:
         meter.observe("message_delta", orjson.dumps(delta(usage)))
-    assert meter.usage == {**START_USAGE, **expected}
+    assert meter.usage == {**START_USAGE, "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 1}, **expected}
 
 
 @pytest.mark.parametrize(

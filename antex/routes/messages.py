@@ -79,12 +79,13 @@ def _usage_of(payload: bytes) -> dict:
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """Forwarded, authenticated, not metered."""
+    """Forwarded, authenticated, not metered; the client's address counts against max_ips."""
     key = gateway.authenticate(request)
     request.app[ADMISSION].check_key(key)
     raw = await gateway.read_body(request)
     body = gateway.parse_object(raw)
     model = gateway.resolve(request, key, gateway.field(body, "model", str, what="a string naming a model"))
+    await gateway.check_ip(request, key)
     raw = gateway.with_upstream_model(raw, body, model)
     response = await gateway.open_upstream(request, COUNT_TOKENS, raw)
     async with response:
