@@ -23,7 +23,7 @@ from antex.config import Config
 from antex.errors import AntexError, render
 from antex.journal import Journal
 from antex.ledger import Ledger
-from antex.routes import chat_completions, dashboard, messages, models, responses, service, usage
+from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
 
 log = logging.getLogger("antex")
 
@@ -44,22 +44,10 @@ def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = 
     app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
     app.on_response_prepare.append(add_gateway_headers)
     app.on_shutdown.append(stopping)
-    for module in (messages, chat_completions, responses, models, usage, service, dashboard):
+    # fallback last: it takes what no other route matched (404, 405), Expect handled like the rest
+    for module in (messages, chat_completions, responses, models, usage, service, dashboard, fallback):
         module.setup(app)
-    for route in app.router.routes():
-        route._expect_handler = only_100_continue(route._expect_handler)  # no public setter in aiohttp
     return app
-
-
-def only_100_continue(default: Callable) -> Callable:
-    """aiohttp answers any `Expect` but 100-continue itself, before the middleware: a plain-text 417,
-    or a 500 when the value is not UTF-8. Antex ignores other expectations (RFC 9110 allows it), so
-    every request still reaches the error middleware and gets a proper answer."""
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        if request.headers.get("expect", "").lower() == "100-continue":
-            return await default(request)
-        return None
-    return expect
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:

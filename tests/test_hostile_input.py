@@ -411,6 +411,62 @@ async def test_an_unknown_expectation_is_ignored_not_a_417_or_a_500(gateway: Gat
             assert resp.status == 200
 
 
+EXPECTATIONS = ["foo", "\x80\xff", "100-continue, foo"]
+
+
+async def test_an_unknown_expectation_changes_no_answer_on_any_route(gateway: Gateway) -> None:
+    """Every route aiohttp knows, the 404 and the 405 ones included: an `Expect` Antex does not know
+    gets the answer the request gets without it (for the 404s and 405s, the middleware's JSON)."""
+    key = await gateway.create_key("alice")
+    asked = []
+    for route in gateway.app.router.routes():
+        if route.method == "HEAD":  # a GET route's twin: asked as GET (a HEAD answer has no body to read)
+            continue
+        method = "GET" if route.method == "*" else route.method
+        path = route.resource.canonical.replace("{path:.*}", "no/such/route")
+        path = path.replace("{", "").replace("}", "")  # /v1/models/{model_id} -> /v1/models/model_id
+        asked.append((method, path))
+    asked += [("GET", MESSAGES), ("DELETE", CHAT), ("POST", "/"), ("PUT", "/healthz"), ("GET", "/v1/nothing")]
+    for method, path in asked:
+        body = orjson.dumps(VALID.get(path, {})) if method == "POST" else b""
+        plain = await exchange(gateway.url, request_bytes(method, path, {"x-api-key": key}, body))
+        for expect in EXPECTATIONS:
+            answer = await exchange(gateway.url, request_bytes(method, path, {"x-api-key": key, "Expect": expect}, body))
+            assert (answer.status, answer.headers.get("content-type")) == (plain.status, plain.headers.get("content-type")), \
+                (method, path, expect, answer)
+            if answer.status in (404, 405) and not path.startswith("/static/"):  # the dashboard's own 404s are text
+                assert answer.headers["content-type"].startswith("application/json"), answer
+                assert error_type(path, answer.status, answer.body) in ("not_found_error", "method_not_allowed"), answer
+    assert ("POST", "/v1/messages") in asked and ("GET", "/v1/nothing") in asked
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("POST", MESSAGES, 200),
+    ("POST", "/v1/messages/batches", 404),
+    ("GET", MESSAGES, 405),
+    ("POST", "/healthz", 405),
+])
+async def test_100_continue_curl_style(gateway: Gateway, method: str, path: str, status: int) -> None:
+    """Headers first, the body only once the 100 arrived, as curl does with a large upload."""
+    key = await gateway.create_key("alice")
+    body = orjson.dumps(VALID[MESSAGES])
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = request_bytes(method, path, {"x-api-key": key, "Expect": "100-continue",
+                                            "content-type": "application/json"}, body)[:-len(body)]
+        writer.write(head)
+        async with asyncio.timeout(5):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            status_line = (await reader.readuntil(b"\r\n")).decode()
+            headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+    finally:
+        writer.close()
+    assert status_line.split()[1] == str(status), status_line
+    assert "content-type: application/json" in headers
+
+
 @pytest.mark.parametrize("method, path, status", [
     ("DELETE", MESSAGES, 405),
     ("PUT", "/v1/messages/count_tokens", 405),

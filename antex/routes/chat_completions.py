@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from antex.routes import expect
 from antex.routes.translated import Door, handle
 from antex.translate.chat import ChatStream, chat_to_messages, messages_to_chat
 
@@ -23,7 +24,7 @@ DOOR = Door(
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_post(ENDPOINT, chat_completions)
+    app.router.add_post(ENDPOINT, chat_completions, expect_handler=expect)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -22,6 +22,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from antex.routes import expect
+
 INDEX_FILE = "index.html"
 JAVASCRIPT = "text/javascript; charset=utf-8"
 # app.js is the entry point; the others are the modules it imports, one concern each.
@@ -134,6 +136,6 @@ def setup(app: web.Application) -> None:
             return _not_found()
         return _respond(request, asset, CACHE_RELEASED_ASSET)
 
-    app.router.add_get("/", index, name="dashboard")
-    app.router.add_get("/static/{name}", static, name="dashboard_static")
-    app.router.add_get("/static/{release}/{name}", released_static, name="dashboard_released_static")
+    app.router.add_get("/", index, name="dashboard", expect_handler=expect)
+    app.router.add_get("/static/{name}", static, name="dashboard_static", expect_handler=expect)
+    app.router.add_get("/static/{release}/{name}", released_static, name="dashboard_released_static", expect_handler=expect)

@@ -12,6 +12,7 @@ from antex import gateway, http_client, upstream
 from antex.appkeys import ADMISSION
 from antex.errors import AntexError
 from antex.relay import PassThrough, relay_stream
+from antex.routes import expect
 from antex.sse import UsageMeter
 
 MESSAGES = "/v1/messages"
@@ -19,8 +20,8 @@ COUNT_TOKENS = "/v1/messages/count_tokens"
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_post(MESSAGES, create_message)
-    app.router.add_post(COUNT_TOKENS, count_tokens)
+    app.router.add_post(MESSAGES, create_message, expect_handler=expect)
+    app.router.add_post(COUNT_TOKENS, count_tokens, expect_handler=expect)
 
 
 def validate(body: dict) -> tuple[str, int, bool]:

@@ -13,11 +13,12 @@ from antex import gateway
 from antex.appkeys import ADMISSION, CONFIG
 from antex.config import Model
 from antex.errors import AntexError
+from antex.routes import expect
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model_id}", get_model)
+    app.router.add_get("/v1/models", list_models, expect_handler=expect)
+    app.router.add_get("/v1/models/{model_id}", get_model, expect_handler=expect)
 
 
 def model_object(model: Model) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from antex.routes import expect
 from antex.routes.translated import Door, handle
 from antex.translate.responses import custom_tool_names, messages_to_response, responses_to_messages
 from antex.translate.responses_stream import ResponsesStream
@@ -21,7 +22,7 @@ DOOR = Door(
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_post(ENDPOINT, create_response)
+    app.router.add_post(ENDPOINT, create_response, expect_handler=expect)
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from antex.routes import expect
+
 HEALTHY = b'{"status":"ok"}'
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", healthz, expect_handler=expect)
     # Claude Code preconnects with HEAD /api/hello on its base URL, often, in bursts.
-    app.router.add_get("/api/hello", healthz)
+    app.router.add_get("/api/hello", healthz, expect_handler=expect)
     # Claude Code posts telemetry batches to its base URL; accept and drop them, never an error storm.
-    app.router.add_post("/api/event_logging/batch", discard)
+    app.router.add_post("/api/event_logging/batch", discard, expect_handler=expect)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -6,14 +6,15 @@ from aiohttp import web
 from antex import gateway
 from antex.appkeys import ADMISSION, CLOCK, LEDGER, READER
 from antex.report import activity_body, usage_body
+from antex.routes import expect
 from antex.windows import WINDOWS
 
 NO_STORE = {"cache-control": "no-store"}  # a person's usage is live and private
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/v1/usage", usage)
-    app.router.add_get("/v1/usage/activity", activity)
+    app.router.add_get("/v1/usage", usage, expect_handler=expect)
+    app.router.add_get("/v1/usage/activity", activity, expect_handler=expect)
 
 
 async def usage(request: web.Request) -> web.Response:
