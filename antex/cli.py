@@ -292,6 +292,20 @@ def plans(ctx: click.Context, as_json: bool) -> None:
         return
     for name, plan in cfg.plans.items():
         click.echo(f"{name}: {_describe_limits(plan)}")
+        click.echo(f"  {_overshoot(plan, cfg.models.values())}")
+
+
+def _overshoot(plan, models) -> str:
+    """How far requests in flight can take a key on `plan` past 100 % (README: "How far past 100 %")."""
+    if not plan.max_concurrent:
+        return ("no concurrency cap: nothing bounds how far requests in flight when a window fills take "
+                "a key past 100 % (set max_concurrent)")
+    priciest = max((m for m in models if plan.allows(m.id)), key=lambda m: m.rates.output, default=None)
+    if priciest is None:
+        return f"past 100 %: at most {plan.max_concurrent} requests in flight (the plan allows no configured model)"
+    output = plan.max_tokens * priciest.rates.output / 1_000_000
+    return (f"past 100 %: at most {plan.max_concurrent} requests in flight, each up to {output:g} credits of "
+            f"output ({plan.max_tokens} tokens of {priciest.id}) plus its input")
 
 
 @cli.command()

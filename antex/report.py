@@ -13,12 +13,14 @@ def usage_body(*, name: str, prefix: str, plan: str, limits: Limits, windows: tu
                now: float) -> dict:
     """The /v1/usage body, e.g.
     {"object": "usage", "now": 1764064000, "status": "allowed",
-     "key": {"name": "alice", "prefix": "sk_live_AbCd", "plan": "pro"},
+     "key": {"name": "alice", "prefix": "sk_live_AbCd", "plan": "pro", "max_concurrent": 8},
      "five_hour": {"window_seconds": 18000, "used_percent": 42.5, "status": "allowed",
                    "resets_at": 1764070000, "available_at": null, "schedule": [...]},
      "seven_day": {...}}
     """
-    body: dict = {"object": "usage", "now": int(now), "key": {"name": name, "prefix": prefix, "plan": plan}}
+    # max_concurrent 0: no cap on requests in flight, so nothing bounds how far past 100 % they go
+    body: dict = {"object": "usage", "now": int(now),
+                  "key": {"name": name, "prefix": prefix, "plan": plan, "max_concurrent": limits.max_concurrent}}
     statuses = []
     for (title, _, _), window, limit in zip(WINDOWS, windows, (limits.credits_5h, limits.credits_7d)):
         shown = view(title, window, now=now, limit=to_micro(limit))

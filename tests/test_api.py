@@ -51,6 +51,7 @@ async def test_usage_is_percentages_never_credits(gateway: Gateway) -> None:
     body = orjson.loads(raw)
     assert body["key"]["name"] == "alice" and body["key"]["plan"] == "pro" and key.startswith(body["key"]["prefix"])
     assert len(body["key"]["prefix"]) == len("sk_live_AbCd")
+    assert body["key"]["max_concurrent"] == 8  # pro's cap: 0 would mean none (the dashboard flags it)
     five, seven = body["five_hour"], body["seven_day"]
     assert five["used_percent"] == 45.0 and seven["used_percent"] == 4.5
     assert five["resets_at"] == int(charged_at) + 5 * 3600

@@ -347,6 +347,10 @@ def test_plans_text_and_json(cfg: Path) -> None:
     assert text.splitlines()[0].startswith("starter: 500 credits / 5 h, 5000 credits / 7 d")
     assert "pro: 2000 credits / 5 h" in text and "max: 10000 credits / 5 h" in text
     assert "max_ips 3" in text and "max_concurrent 4" in text
+    # How far past 100 % each plan can go: pro allows Opus (the first at 2500 credits/MTok of output).
+    assert ("  past 100 %: at most 8 requests in flight, each up to 160 credits of output "
+            "(64000 tokens of claude-opus-4-5) plus its input") in text.splitlines()
+    assert "no concurrency cap" not in text
     plans = orjson.loads(antex(cfg, "plans", "--json").stdout)
     assert plans["pro"] == {"credits_5h": 2000.0, "credits_7d": 20000.0, "models": ["claude-*"],
                             "max_tokens": 64000, "max_ips": 5, "max_concurrent": 8}
@@ -359,6 +363,8 @@ def test_plans_from_the_config_file(tmp_path: Path) -> None:
                        "max_tokens = 100\nmax_ips = 0\nmax_concurrent = 0\n")
     assert "team: 7 credits / 5 h, 70 credits / 7 d, models claude-haiku-*, max_tokens 100, " \
            "max_ips unlimited, max_concurrent unlimited" in antex(cfg, "plans").output
+    assert "  no concurrency cap: nothing bounds how far requests in flight when a window fills take a key " \
+           "past 100 % (set max_concurrent)" in antex(cfg, "plans").output.splitlines()
     assert create(cfg, "t", "team")["plan"] == "team"
 
 

@@ -239,6 +239,7 @@ async def test_dashboard_shows_what_v1_usage_says(gateway, browser: Browser) -> 
         assert script.url == f"{gateway.url}/static/{release}/{name}"
         assert script.status == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"
     assert await page.locator("#who-name").text_content() == "alice"
+    assert not await page.locator("#no-cap").is_visible()  # pro has a concurrency cap
     for window in WINDOW_IDS:
         await check_window(page, window, usage[window])
     assert await page.locator("#overall-status").text_content() == "Near the limit"
@@ -285,7 +286,7 @@ async def test_dashboard_shows_what_v1_usage_says(gateway, browser: Browser) -> 
 
 async def test_full_window_shows_when_requests_are_accepted_again(gateway, browser: Browser) -> None:
     cost = await credits_per_request(gateway)
-    key = await gateway.create_key("bob", credits_5h=2 * cost, credits_7d=100 * cost)
+    key = await gateway.create_key("bob", credits_5h=2 * cost, credits_7d=100 * cost, max_concurrent=0)
     statuses = [await send_message(gateway.url, key) for _ in range(3)]
     assert statuses[-1] == 429, statuses
     usage = await get_usage(gateway.url, key)
@@ -297,6 +298,9 @@ async def test_full_window_shows_when_requests_are_accepted_again(gateway, brows
         await check_window(page, window, usage[window])
     assert await page.locator("#overall-status").text_content() == "Full: requests paused"
     assert await page.locator("#window-five_hour").get_attribute("data-level") == "full"
+    # No concurrency cap: the page says that requests in flight can take the key past 100 %.
+    assert await page.locator("#no-cap").is_visible()
+    assert "past 100%" in await page.locator("#no-cap").text_content()
     assert errors == []
 
 

@@ -34,7 +34,7 @@ def test_usage_body_shape() -> None:
     body = body_for(charges)
     assert set(body) == {"object", "now", "status", "key", "five_hour", "seven_day"}
     assert (body["object"], body["now"], body["status"]) == ("usage", 1_764_000_000, "allowed")
-    assert body["key"] == {"name": "alice", "prefix": "sk_live_AbCd", "plan": "pro"}
+    assert body["key"] == {"name": "alice", "prefix": "sk_live_AbCd", "plan": "pro", "max_concurrent": 8}
     for title, window_s in (("five_hour", FIVE_HOURS_S), ("seven_day", SEVEN_DAYS_S)):
         assert set(body[title]) == WINDOW_KEYS
         assert body[title]["window_seconds"] == window_s

@@ -30,6 +30,8 @@ export function renderUsage(usage, cards) {
   const pill = $("overall-status");
   pill.dataset.level = overall;
   pill.textContent = OVERALL_TEXT[overall];
+  // max_concurrent 0: nothing bounds how far requests in flight take a window past 100 %.
+  $("no-cap").hidden = !(usage.key && usage.key.max_concurrent === 0);
 }
 
 // Redraw the charts whose box changed width (the page was resized).
