@@ -66,20 +66,24 @@ def key_from_headers(headers: CIMultiDictProxy[str]) -> str:
 
     The same key may come in both headers (some clients send both); two different credentials in
     one request are refused rather than guessing which one the caller meant to be billed to."""
-    presented = {value.strip() for value in headers.getall("x-api-key", ())}
-    for authorization in headers.getall("authorization", ()):
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            presented.add(value.strip())
-    presented.discard("")
-    if len(presented) != 1:
-        if presented:
+    api_keys, authorizations = headers.getall("x-api-key", ()), headers.getall("authorization", ())
+    if len(api_keys) == 1 and not authorizations:  # the usual request: one x-api-key, nothing else
+        key = api_keys[0].strip()
+    else:
+        presented = {value.strip() for value in api_keys}
+        for authorization in authorizations:
+            scheme, _, value = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                presented.add(value.strip())
+        presented.discard("")
+        if len(presented) > 1:
             raise AntexError("authentication_error",
                              "This request carries two different API keys (in x-api-key and Authorization, or one "
                              "header twice). Send one key.")
+        key = presented.pop() if presented else ""
+    if not key:
         raise AntexError("authentication_error",
                          "No API key. Send your sk_live_… key in the x-api-key header or as Authorization: Bearer.")
-    key = presented.pop()
     if not key.startswith(KEY_PREFIX) or len(key) != len(KEY_PREFIX) + KEY_RANDOM_CHARS or not key.isascii():
         raise AntexError("authentication_error", "Malformed API key. Antex keys look like sk_live_ followed by 43 letters and digits.")
     return key

@@ -63,14 +63,12 @@ def _count(value: object) -> int:
 def micro_credits(usage: Usage, rates: Rates) -> int:
     """Micro-credits for `usage`: sum of tokens x rate (credits per million tokens), plus server-tool
     uses x rate (credits per use)."""
-    return round(
-        usage.input_tokens * rates.input
-        + usage.output_tokens * rates.output
-        + usage.cache_write_5m_tokens * rates.cache_write_5m
-        + usage.cache_write_1h_tokens * rates.cache_write_1h
-        + usage.cache_read_tokens * rates.cache_read
-        + (usage.web_search_requests * rates.web_search + usage.web_fetch_requests * rates.web_fetch) * MICRO
-    )
+    tokens = (usage.input_tokens * rates.input + usage.output_tokens * rates.output
+              + usage.cache_write_5m_tokens * rates.cache_write_5m + usage.cache_write_1h_tokens * rates.cache_write_1h
+              + usage.cache_read_tokens * rates.cache_read)
+    if usage.web_search_requests or usage.web_fetch_requests:  # rare: skipped, per request, when unused
+        tokens += (usage.web_search_requests * rates.web_search + usage.web_fetch_requests * rates.web_fetch) * MICRO
+    return round(tokens)
 
 
 def to_micro(credits: float) -> int:

@@ -134,7 +134,9 @@ counts = st.integers(0, 10**7)
 
 
 @settings(deadline=None, database=None)
-@given(usage=st.builds(Usage, counts, counts, counts, counts, counts).filter(lambda u: u != Usage()))
+# Token counts only: a web search costs the same credit on every model, as it costs Anthropic the same.
+@given(usage=st.builds(Usage, counts, counts, counts, counts, counts, web_search_requests=st.just(0),
+                       web_fetch_requests=st.just(0)).filter(lambda u: u != Usage()))
 def test_opus_costs_more_than_sonnet_and_sonnet_more_than_haiku(usage: Usage) -> None:
     by_tier = {
         tier: [micro_credits(usage, m.rates) for m in DEFAULTS.models.values() if m.tier == tier] for tier in TIERS
