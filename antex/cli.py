@@ -304,8 +304,10 @@ def _overshoot(plan, models) -> str:
     if priciest is None:
         return f"past 100 %: at most {plan.max_concurrent} requests in flight (the plan allows no configured model)"
     output = plan.max_tokens * priciest.rates.output / 1_000_000
+    share = 100 * plan.max_concurrent * output / plan.credits_5h
     return (f"past 100 %: at most {plan.max_concurrent} requests in flight, each up to {output:g} credits of "
-            f"output ({plan.max_tokens} tokens of {priciest.id}) plus its input")
+            f"output ({plan.max_tokens} tokens of {priciest.id}) plus its input: {plan.max_concurrent * output:g} "
+            f"credits, {share:.0f} % of the 5-hour window, before input")
 
 
 @cli.command()

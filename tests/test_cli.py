@@ -349,7 +349,8 @@ def test_plans_text_and_json(cfg: Path) -> None:
     assert "max_ips 3" in text and "max_concurrent 4" in text
     # How far past 100 % each plan can go: pro allows Opus (the first at 2500 credits/MTok of output).
     assert ("  past 100 %: at most 8 requests in flight, each up to 160 credits of output "
-            "(64000 tokens of claude-opus-4-5) plus its input") in text.splitlines()
+            "(64000 tokens of claude-opus-4-5) plus its input: 1280 credits, 64 % of the 5-hour window, "
+            "before input") in text.splitlines()
     assert "no concurrency cap" not in text
     plans = orjson.loads(antex(cfg, "plans", "--json").stdout)
     assert plans["pro"] == {"credits_5h": 2000.0, "credits_7d": 20000.0, "models": ["claude-*"],
