@@ -1,9 +1,12 @@
 """The rest of the API: models (both SDKs), usage, count_tokens, health and Claude Code's extras."""
 from __future__ import annotations
 
+import asyncio
+
 import anthropic
 import openai
 import orjson
+import pytest
 from aiohttp import ClientSession
 
 from tests.conftest import Gateway, GatewayFactory, sample_body
@@ -116,6 +119,34 @@ async def test_count_tokens_counts_the_client_address_against_max_ips(make_gatew
     assert (await post("/v1/messages/count_tokens", "203.0.113.5", body))[0] == 200
     assert [request.path for request in gateway.fake.requests] == ["/v1/messages/count_tokens"] * 2
     assert await gateway.events() == []  # never charged
+
+
+@pytest.mark.parametrize("max_concurrent", [3, 0])
+async def test_requests_in_flight_overshoot_a_window_by_at_most_the_readme_bound(
+        gateway: Gateway, max_concurrent: int) -> None:
+    """README, "How far past 100 %": a window ends at most max_concurrent x the largest request past
+    its limit; with no cap, as far as the client's concurrency goes."""
+    key = await gateway.create_key("alice", credits_5h=30, credits_7d=1000, max_concurrent=max_concurrent)
+    costly = dict(input_tokens=10_000, output_tokens=0)  # 3 credits each on Sonnet: 10 % of the window
+    gateway.fake.queue(*[text_reply("ok", **costly)] * 9)
+    async with ClientSession() as http:
+        async def post() -> int:
+            async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
+                await resp.read()
+                return resp.status
+
+        assert [await post() for _ in range(9)] == [200] * 9  # 90 %: still admitted
+        gateway.fake.queue(*[text_reply("ok", delay_s=0.3, **costly)] * 20)
+        statuses = await asyncio.gather(*[post() for _ in range(20)])
+    admitted = statuses.count(200)
+    await gateway.flush()
+    _, _, raw = await get(gateway, "/v1/usage", key)
+    used = orjson.loads(raw)["five_hour"]["used_percent"]
+    assert used == pytest.approx(90 + 10 * admitted)
+    if max_concurrent:
+        assert admitted == max_concurrent and 100 < used <= 100 + max_concurrent * 10
+    else:
+        assert admitted == 20 and used == pytest.approx(290)  # nothing bounds it but the client
 
 
 async def test_health_preconnect_and_telemetry_are_cheap(gateway: Gateway) -> None:
