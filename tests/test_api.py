@@ -136,7 +136,7 @@ async def test_requests_in_flight_overshoot_a_window_by_at_most_the_readme_bound
                 return resp.status
 
         assert [await post() for _ in range(9)] == [200] * 9  # 90 %: still admitted
-        gateway.fake.queue(*[text_reply("ok", delay_s=0.3, **costly)] * 20)
+        gateway.fake.queue(*[text_reply("ok", delay_s=0.1, **costly)] * 20)
         statuses = await asyncio.gather(*[post() for _ in range(20)])
     admitted = statuses.count(200)
     await gateway.flush()
