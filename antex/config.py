@@ -134,11 +134,11 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
 
 
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+
+
 def _forwarded_header(value: str) -> str | None:
     return None if value in FORWARDED_HEADERS else 'must be "x-forwarded-for" or "forwarded"'
-
-
-FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 
 def _base_url(value: str) -> str | None:
