@@ -30,6 +30,7 @@ KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_RANDOM_CHARS = 43  # 43 base-62 characters: 256 bits of randomness
 VISIBLE_CHARS = 4  # sk_live_AbCd…
 KEY_POLL_S = 0.25
+MAX_PROXY_HOPS = 16  # trusted hops walked at most: a real chain is a few; a header of thousands costs CPU
 
 
 def new_key() -> str:
@@ -158,10 +159,11 @@ def client_ip(peer: str, hops: Sequence[str], trusted: tuple) -> str:
 
     A hop that is not an address (`unknown`, an obfuscated `_name`, an empty or garbled element)
     ends the walk: the client cannot be told apart, so the last address a trusted hop vouched for
-    is used (the nearest proxy). `peer` must itself be trusted (see request_ip).
+    is used (the nearest proxy), as after MAX_PROXY_HOPS trusted hops. `peer` must itself be trusted
+    (see request_ip).
     """
     address = peer
-    for hop in reversed(hops):
+    for hop in hops[:-MAX_PROXY_HOPS - 1:-1]:
         hop = _without_port(hop)
         if not _valid_ip(hop):
             break
