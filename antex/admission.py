@@ -1,6 +1,6 @@
 """The checks a request passes before it goes upstream, in order; each refusal is a typed error.
 
-Order: key status, plan, model, max_tokens, client IP, the two windows, concurrency. Everything
+Order: key status, plan, model, max_tokens (max_tokens_to_send), client IP, the two windows, concurrency. Everything
 here reads in-memory state: no SQLite on the hot path, and the same cost whatever the history.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 from antex.auth import KeyRecord
-from antex.config import Config, Model
+from antex.config import Config, Limits, Model
 from antex.credits import to_micro
 from antex.errors import AntexError
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger
@@ -82,6 +82,28 @@ _CODEX_NAMES = tuple(tuple(f"x-codex-{name}-{part}" for part in ("used-percent",
                      for name in ("primary", "secondary"))
 
 
+def max_tokens_to_send(limits: Limits, model: Model, requested: int) -> int:
+    """The max_tokens a request is served with, or max_tokens_too_large.
+
+    The plan's cap bounds what one request may cost, so by default a request over it (a client
+    library defaulting to the model's own maximum) is served lowered to the cap; a plan with
+    max_tokens_over = "refuse" refuses it instead. Over the model's own limit, nothing could serve it.
+    Pure: the routes call it once the body is read, whatever the order of the other checks."""
+    limit = model.max_output_tokens
+    if limit is not None and requested > limit:
+        raise AntexError("max_tokens_too_large",
+                         f"max_tokens {requested} is over {model.id}'s output limit of {limit}. "
+                         f"Send max_tokens of {limit} or less.", param="max_tokens")
+    cap = limits.max_tokens
+    if requested <= cap:
+        return requested
+    if limits.max_tokens_over == "refuse":
+        raise AntexError("max_tokens_too_large",
+                         f"max_tokens {requested} is over your plan's cap of {cap}. Send max_tokens of {cap} or less.",
+                         param="max_tokens")
+    return cap
+
+
 class Ticket:
     """An admitted request's hold on its key's concurrency slot; release exactly once."""
 
@@ -121,13 +143,6 @@ class Admission:
             raise AntexError("permission_error",
                              f"Model {model.id} is not included in your plan ({key.row.plan}). GET /v1/models lists the models your key can use.")
         return model
-
-    def check_max_tokens(self, key: KeyRecord, max_tokens: int) -> None:
-        cap = key.limits.max_tokens
-        if max_tokens > cap:
-            raise AntexError("max_tokens_too_large",
-                             f"max_tokens {max_tokens} is over your plan's cap of {cap}. Send max_tokens of {cap} or less.",
-                             param="max_tokens")
 
     def check_ip(self, key: KeyRecord, state: KeyState, ip: str, now: float) -> None:
         """Refuse a new client IP past the plan's max_ips distinct IPs in 24 h."""

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from antex import store, upstream
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, READER, RELAYS, REQUEST_ID, STARTED, STOPPING,
-                           UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, READER, RELAYS, REQUEST_ID,
+                           STARTED, STOPPING, UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
@@ -180,6 +180,9 @@ async def add_gateway_headers(request: web.Request, response: web.StreamResponse
             headers.extend(ratelimit_headers(windows, now))
             if path == RESPONSES_PATH:  # Codex draws its own usage bars from these
                 headers.extend(codex_headers(windows, now))
+    lowered = request.get(MAX_TOKENS_SENT)
+    if lowered is not None:
+        headers["x-antex-max-tokens"] = str(lowered)
     started = request.get(STARTED)
     if started is not None:
         overhead_ms = (time.perf_counter() - started - request.get(UPSTREAM_S, 0.0)) * 1000

@@ -30,3 +30,4 @@ STARTED = web.RequestKey("started", float)  # perf_counter() when the request ar
 UPSTREAM_S = web.RequestKey("upstream_s", float)  # seconds waiting on the upstream, excluded from overhead
 KEY = web.RequestKey("key", KeyRecord)  # the caller's key, once authenticated
 WINDOWS = web.RequestKey("windows", tuple)  # the caller's window states, once admitted
+MAX_TOKENS_SENT = web.RequestKey("max_tokens_sent", int)  # set when max_tokens was lowered to the plan's cap

@@ -19,7 +19,7 @@ import orjson
 
 from antex import __version__, config as config_module, store
 from antex.auth import hash_key, new_key, visible_prefix
-from antex.config import LIMIT_FIELDS, Config, apply_overrides
+from antex.config import LIMIT_FIELDS, MAX_TOKENS_OVER, Config, apply_overrides
 from antex.credits import MICRO
 from antex.store import KeyRow, Store
 from antex.terminal import render_table, render_usage
@@ -240,6 +240,8 @@ def keys_release(ctx: click.Context, key: str) -> None:
 @click.option("--credits-7d", type=click.FloatRange(min=0, min_open=True), help="Override credits per 7-day window.")
 @click.option("--models", help="Override allowed models: comma-separated globs.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Override the max_tokens cap.")
+@click.option("--max-tokens-over", type=click.Choice(MAX_TOKENS_OVER),
+              help="Override what a larger max_tokens gets: lowered to the cap, or refused.")
 @click.option("--max-ips", type=click.IntRange(min=0), help="Override distinct IPs per 24 h (0 = unlimited).")
 @click.option("--max-concurrent", type=click.IntRange(min=0), help="Override requests in flight (0 = unlimited).")
 @click.option("--clear", "clear", is_flag=True, help="Drop every override first (back to the plan's limits).")
@@ -272,9 +274,12 @@ def keys_set(ctx: click.Context, key: str, plan: str | None, clear: bool, **limi
     click.echo(f"Key {row.name!r} ({row.prefix}…) now: plan {plan or row.plan}, " + _describe_limits(effective))
 
 
+_OVER_CAP = {"lower": "larger requests lowered to it", "refuse": "larger requests refused"}
+
+
 def _describe_limits(limits) -> str:
     return (f"{limits.credits_5h:g} credits / 5 h, {limits.credits_7d:g} credits / 7 d, models {', '.join(limits.models)}, "
-            f"max_tokens {limits.max_tokens}, max_ips {limits.max_ips or 'unlimited'}, "
+            f"max_tokens {limits.max_tokens} ({_OVER_CAP[limits.max_tokens_over]}), max_ips {limits.max_ips or 'unlimited'}, "
             f"max_concurrent {limits.max_concurrent or 'unlimited'}")
 
 
@@ -314,16 +319,17 @@ def _overshoot(plan, models) -> str:
 @click.option("--json", "as_json", is_flag=True, help="As JSON.")
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
-    """List the models served, their aliases, credit rates per million tokens and per server-tool use."""
+    """List the models served, their aliases, output limits, credit rates per million tokens and per server-tool use."""
     cfg = load_config(ctx)
     if as_json:
         click.echo(orjson.dumps([{"id": m.id, "display_name": m.display_name, "tier": m.tier, "aliases": m.aliases,
-                                  "rates": m.rates.__dict__} for m in cfg.models.values()]))
+                                  "max_output_tokens": m.max_output_tokens, "rates": m.rates.__dict__} for m in cfg.models.values()]))
         return
     for m in cfg.models.values():
         r = m.rates
         aliases = f" (aliases: {', '.join(m.aliases)})" if m.aliases else ""
-        click.echo(f"{m.id:<20} {m.tier:<7} {m.display_name}{aliases}\n"
+        limit = f"max output {m.max_output_tokens} tokens" if m.max_output_tokens else "max output unknown"
+        click.echo(f"{m.id:<20} {m.tier:<7} {m.display_name}{aliases}, {limit}\n"
                    f"{'':<20} credits/MTok: input {r.input:g}, output {r.output:g}, cache write 5m {r.cache_write_5m:g}, "
                    f"1h {r.cache_write_1h:g}, cache read {r.cache_read:g}\n"
                    f"{'':<20} credits/use: web search {r.web_search:g}, web fetch {r.web_fetch:g}")

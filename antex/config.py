@@ -43,6 +43,7 @@ class Model:
     aliases: tuple[str, ...]
     rates: Rates
     created_at: str  # release date, YYYY-MM-DD
+    max_output_tokens: int | None = None  # the model's own output limit; None: unknown, only the plan's cap applies
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Limits:
     max_tokens: int
     max_ips: int
     max_concurrent: int
+    max_tokens_over: str = "lower"  # a larger max_tokens: "lower" it to the cap, or "refuse" it
     # model ID -> allowed: glob matching on every request would cost more than the rest of admission
     _allowed: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
@@ -119,7 +121,7 @@ class Config:
 _CONTEXT_SUFFIX = re.compile(r"\[[0-9a-z]+\]$")
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
 
-LIMIT_FIELDS = ("credits_5h", "credits_7d", "models", "max_tokens", "max_ips", "max_concurrent")
+LIMIT_FIELDS = ("credits_5h", "credits_7d", "models", "max_tokens", "max_ips", "max_concurrent", "max_tokens_over")
 
 
 def _positive(value: Any) -> str | None:
@@ -157,6 +159,13 @@ def _tier(value: str) -> str | None:
     return None if value in ("haiku", "sonnet", "opus") else 'must be "haiku", "sonnet" or "opus"'
 
 
+def _over_cap(value: str) -> str | None:
+    return None if value in MAX_TOKENS_OVER else 'must be "lower" or "refuse"'
+
+
+MAX_TOKENS_OVER = ("lower", "refuse")
+
+
 NUMBER = (int, float)
 # section -> key -> (accepted types, optional check returning an error or None)
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
@@ -192,6 +201,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "cache_read": (NUMBER, _not_negative),
         "web_search": (NUMBER, _not_negative),
         "web_fetch": (NUMBER, _not_negative),
+        "max_output_tokens": ((int,), _positive),
     },
     "plans.*": {
         "credits_5h": (NUMBER, _positive),
@@ -200,8 +210,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "max_tokens": ((int,), _positive),
         "max_ips": ((int,), _not_negative),
         "max_concurrent": ((int,), _not_negative),
+        "max_tokens_over": ((str,), _over_cap),
     },
 }
+# Settings a table may leave out (an operator's own model or plan written before they existed).
+OPTIONAL = {"max_output_tokens", "max_tokens_over"}
 
 
 def default_document() -> dict[str, Any]:
@@ -300,7 +313,7 @@ def _section(parent: dict[str, Any], name: str, label: str, source: str, schema_
         problem = check(value) if check else None
         if problem:
             raise ConfigError(f"{source}: [{label}] {key}: {problem} (got {value!r})")
-    missing = [key for key in schema if key not in table]
+    missing = [key for key in schema if key not in table and key not in OPTIONAL]
     if missing:
         raise ConfigError(f"{source}: [{label}]: missing {', '.join(missing)}")
     return table
@@ -314,7 +327,8 @@ def _strings(value: list[Any], where: str, source: str) -> tuple[str, ...]:
 
 def _model(model_id: str, table: dict[str, Any]) -> Model:
     rates = Rates(**{k: float(table[k]) for k in RATE_FIELDS})
-    return Model(model_id, table["display_name"], table["tier"], tuple(table["aliases"]), rates, table["created_at"])
+    return Model(model_id, table["display_name"], table["tier"], tuple(table["aliases"]), rates, table["created_at"],
+                 table.get("max_output_tokens"))
 
 
 def _plan(table: dict[str, Any], label: str, source: str) -> Limits:
@@ -325,6 +339,7 @@ def _plan(table: dict[str, Any], label: str, source: str) -> Limits:
         max_tokens=table["max_tokens"],
         max_ips=table["max_ips"],
         max_concurrent=table["max_concurrent"],
+        max_tokens_over=table.get("max_tokens_over", "lower"),
     )
 
 

@@ -14,15 +14,16 @@ from typing import Awaitable
 import orjson
 from aiohttp import web
 
-from antex.admission import Ticket
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, RELAYS, REQUEST_ID, STOPPING,
-                           UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
+from antex.admission import Ticket, max_tokens_to_send
+from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, RELAYS, REQUEST_ID,
+                           STOPPING, UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, request_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
 from antex.errors import AntexError
 from antex.ledger import Charge, KeyState
 from antex.sse import UsageMeter
+from antex.translate.request import MIN_THINKING_BUDGET_TOKENS
 from antex import http_client, upstream
 
 log = logging.getLogger("antex.gateway")
@@ -109,14 +110,38 @@ def upstream_model_name(requested: str, model: Model) -> str:
     return model.id
 
 
-def with_upstream_model(raw: bytes, body: dict, model: Model) -> bytes:
-    """The body to send: the client's own bytes, re-encoded only when the model name must change."""
+def upstream_body(raw: bytes, body: dict, model: Model, max_tokens: int | None = None) -> bytes:
+    """The body to send: the client's own bytes, re-encoded only when the model name must change
+    or max_tokens was lowered to the plan's cap."""
     requested = body["model"]
     sent = upstream_model_name(requested, model)
-    if sent == requested:
+    lowered = max_tokens is not None and body.get("max_tokens") != max_tokens
+    if sent == requested and not lowered:
         return raw
     body["model"] = sent
+    if lowered:
+        lower_max_tokens(body, max_tokens)
     return orjson.dumps(body)
+
+
+def lower_max_tokens(body: dict, max_tokens: int) -> None:
+    """Set a Messages body's max_tokens; a thinking budget that no longer fits under it (Anthropic
+    wants budget_tokens < max_tokens) takes half, as the OpenAI doors' translation does."""
+    body["max_tokens"] = max_tokens
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and not isinstance(budget, bool) and budget >= max_tokens:
+            thinking["budget_tokens"] = max(MIN_THINKING_BUDGET_TOKENS, max_tokens // 2)
+
+
+def serve_max_tokens(request: web.Request, key: KeyRecord, model: Model, requested: int) -> int:
+    """The max_tokens to send upstream (see admission.max_tokens_to_send); when it was lowered,
+    the response says so in x-antex-max-tokens."""
+    sent = max_tokens_to_send(key.limits, model, requested)
+    if sent != requested:
+        request[MAX_TOKENS_SENT] = sent
+    return sent
 
 
 @dataclass
@@ -156,12 +181,11 @@ async def check_ip(request: web.Request, key: KeyRecord) -> KeyState:
     return state
 
 
-async def admit(request: web.Request, key: KeyRecord, *, model: Model, max_tokens: int, endpoint: str,
-                body_bytes: int = 0) -> Call:
-    """The remaining checks, in order (after resolve); the returned Call holds a concurrency slot."""
+async def admit(request: web.Request, key: KeyRecord, *, model: Model, endpoint: str, body_bytes: int = 0) -> Call:
+    """The remaining checks, in order (after resolve and serve_max_tokens); the returned Call holds
+    a concurrency slot."""
     app = request.app
     admission = app[ADMISSION]
-    admission.check_max_tokens(key, max_tokens)
     state = await check_ip(request, key)
     now = app[CLOCK]()
     ledger = app[LEDGER]

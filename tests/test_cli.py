@@ -298,9 +298,10 @@ def test_keys_set_plan_limits_models_and_clear(cfg: Path, kind: str) -> None:
     assert "plan max" in result.output and "50 credits / 5 h" in result.output
     assert "100000 credits / 7 d" in result.output  # the rest is still the plan's
 
-    antex(cfg, "keys", "set", ref, "--max-tokens", "1000")
+    result = antex(cfg, "keys", "set", ref, "--max-tokens", "1000", "--max-tokens-over", "refuse")
     assert key_row(cfg, "alice")["limits"] == {"credits_5h": 50.0, "models": ["claude-haiku-*", "claude-sonnet-*"],
-                                               "max_tokens": 1000}
+                                               "max_tokens": 1000, "max_tokens_over": "refuse"}
+    assert "max_tokens 1000 (larger requests refused)" in result.output
     result = antex(cfg, "keys", "set", ref, "--clear")
     assert key_row(cfg, "alice")["limits"] == {}
     assert "10000 credits / 5 h" in result.output and "max_tokens 128000" in result.output
@@ -352,9 +353,10 @@ def test_plans_text_and_json(cfg: Path) -> None:
             "(64000 tokens of claude-opus-4-5) plus its input: 1280 credits, 64 % of the 5-hour window, "
             "before input") in text.splitlines()
     assert "no concurrency cap" not in text
+    assert "max_tokens 32000 (larger requests lowered to it)" in text
     plans = orjson.loads(antex(cfg, "plans", "--json").stdout)
     assert plans["pro"] == {"credits_5h": 2000.0, "credits_7d": 20000.0, "models": ["claude-*"],
-                            "max_tokens": 64000, "max_ips": 5, "max_concurrent": 8}
+                            "max_tokens": 64000, "max_ips": 5, "max_concurrent": 8, "max_tokens_over": "lower"}
     assert list(plans) == ["starter", "pro", "max"]
 
 
@@ -362,7 +364,7 @@ def test_plans_from_the_config_file(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "antex.toml", tmp_path / "antex.db",
                        '[plans.team]\ncredits_5h = 7\ncredits_7d = 70\nmodels = ["claude-haiku-*"]\n'
                        "max_tokens = 100\nmax_ips = 0\nmax_concurrent = 0\n")
-    assert "team: 7 credits / 5 h, 70 credits / 7 d, models claude-haiku-*, max_tokens 100, " \
+    assert "team: 7 credits / 5 h, 70 credits / 7 d, models claude-haiku-*, max_tokens 100 (larger requests lowered to it), " \
            "max_ips unlimited, max_concurrent unlimited" in antex(cfg, "plans").output
     assert "  no concurrency cap: nothing bounds how far requests in flight when a window fills take a key " \
            "past 100 % (set max_concurrent)" in antex(cfg, "plans").output.splitlines()
@@ -371,13 +373,14 @@ def test_plans_from_the_config_file(tmp_path: Path) -> None:
 
 def test_models_text_and_json(cfg: Path) -> None:
     text = antex(cfg, "models").output
-    assert "claude-sonnet-4-6" in text and "(aliases: sonnet)" in text
+    assert "claude-sonnet-4-6" in text and "(aliases: sonnet), max output 128000 tokens" in text
     assert "credits/MTok: input 300, output 1500, cache write 5m 375, 1h 600, cache read 30" in text
     assert "credits/use: web search 1, web fetch 0" in text
     models = orjson.loads(antex(cfg, "models", "--json").stdout)
     by_id = {m["id"]: m for m in models}
     assert by_id.keys() == DEFAULTS.models.keys()
     assert by_id["claude-opus-4-6"]["tier"] == "opus" and by_id["claude-opus-4-6"]["aliases"] == ["opus"]
+    assert by_id["claude-haiku-4-5"]["max_output_tokens"] == 64000
     assert by_id["claude-haiku-4-5"]["rates"] == {"input": 100.0, "output": 500.0, "cache_write_5m": 125.0,
                                                   "cache_write_1h": 200.0, "cache_read": 10.0, "web_search": 1.0,
                                                   "web_fetch": 0.0}

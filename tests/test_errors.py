@@ -86,12 +86,23 @@ async def test_quarantined_key(gateway: Gateway) -> None:
     assert kind == "key_quarantined" and "leaked on a forum" in message
 
 
-async def test_max_tokens_over_the_cap_names_the_cap(gateway: Gateway) -> None:
-    key = await gateway.create_key("bob", plan="starter")
+async def test_max_tokens_over_the_cap_names_the_cap_on_a_refusing_plan(gateway: Gateway) -> None:
+    key = await gateway.create_key("bob", plan="starter", max_tokens_over="refuse")
     status, _, body = await post(gateway, key, sample_body(max_tokens=32001))
     assert status == 400
     kind, message = error_of(body)
-    assert kind == "max_tokens_too_large" and "32000" in message
+    assert kind == "max_tokens_too_large" and message == (
+        "max_tokens 32001 is over your plan's cap of 32000. Send max_tokens of 32000 or less.")
+    assert gateway.fake.requests == []
+
+
+async def test_max_tokens_over_the_models_limit_names_that_limit(gateway: Gateway) -> None:
+    key = await gateway.create_key("carol", plan="max")  # cap 128000, over Haiku's 64000
+    status, _, body = await post(gateway, key, sample_body(model="claude-haiku-4-5", max_tokens=64001))
+    assert status == 400
+    kind, message = error_of(body)
+    assert kind == "max_tokens_too_large" and "claude-haiku-4-5's output limit of 64000" in message
+    assert gateway.fake.requests == []
 
 
 @pytest.mark.parametrize("raw, fragment", [

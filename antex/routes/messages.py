@@ -1,7 +1,8 @@
 """POST /v1/messages and /v1/messages/count_tokens: the Anthropic front door, passed through.
 
-The body goes upstream byte for byte (unless a model alias must be rewritten), and a stream comes
-back chunk by chunk as it arrives; usage is read from a copy of the bytes, never re-encoded.
+The body goes upstream byte for byte (unless a model alias must be rewritten, or max_tokens lowered
+to the plan's cap), and a stream comes back chunk by chunk as it arrives; usage is read from a copy
+of the bytes, never re-encoded.
 """
 from __future__ import annotations
 
@@ -41,10 +42,10 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     body = gateway.parse_object(raw)
     model_name, max_tokens, stream = validate(body)
     model = gateway.resolve(request, key, model_name)
-    call = await gateway.admit(request, key, model=model, max_tokens=max_tokens, endpoint=MESSAGES,
-                               body_bytes=len(raw))
+    max_tokens = gateway.serve_max_tokens(request, key, model, max_tokens)
+    call = await gateway.admit(request, key, model=model, endpoint=MESSAGES, body_bytes=len(raw))
     try:
-        raw = gateway.with_upstream_model(raw, body, call.model)
+        raw = gateway.upstream_body(raw, body, call.model, max_tokens)
         response = await gateway.open_upstream(request, MESSAGES, raw)
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
@@ -87,7 +88,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = gateway.parse_object(raw)
     model = gateway.resolve(request, key, gateway.field(body, "model", str, what="a string naming a model"))
     await gateway.check_ip(request, key)
-    raw = gateway.with_upstream_model(raw, body, model)
+    raw = gateway.upstream_body(raw, body, model)
     response = await gateway.open_upstream(request, COUNT_TOKENS, raw)
     async with response:
         payload = await gateway.read_upstream(request, response)

@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
 from antex import gateway
-from antex.config import Model
+from antex.auth import KeyRecord
 from antex.errors import AntexError, openai_body, translate_upstream_error
 from antex.relay import Translated, relay_stream
 from antex.sse import UsageMeter
 from antex.translate import TranslationError
 
 MESSAGES = "/v1/messages"
-# max_tokens when an OpenAI request names none (capped by the key's plan): room for real work.
+# max_tokens when an OpenAI request names none (capped by the key's plan and the model's own
+# limit): room for real work.
 DEFAULT_MAX_TOKENS = {"haiku": 16000, "sonnet": 32000, "opus": 32000}
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 
@@ -34,8 +35,13 @@ class Door:
     to_messages: Callable[[dict, int], dict]
     # (Anthropic message, client body, model name, created) -> the client's response body
     to_response: Callable[[dict, dict, str, int], dict]
-    # (client body, model name, created) -> a stream translator (event/close/fail)
+    # (client body, model name, created) -> a stream translator (event/close/fail; `final` once closed)
     new_stream: Callable[[dict, str, int], Any]
+    # Stored state (the Responses API's): (request, key, client body) -> (the body to translate, a
+    # memo for `keep`), the body's references to stored items and responses filled in...
+    recall: Callable[[web.Request, KeyRecord, dict], Awaitable[tuple[dict, Any]]] | None = None
+    # ...and (request, key, memo, the final response body) -> None, keeping what should be kept.
+    keep: Callable[[web.Request, KeyRecord, Any, dict], None] | None = None
 
 
 async def handle(request: web.Request, door: Door) -> web.StreamResponse:
@@ -44,31 +50,49 @@ async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     body = gateway.parse_object(raw)
     model_name = gateway.field(body, "model", str, what="a string naming a model")
     model = gateway.resolve(request, key, model_name)
-    default_max = min(DEFAULT_MAX_TOKENS.get(model.tier, 16000), key.limits.max_tokens)
+    expanded, memo = await door.recall(request, key, body) if door.recall else (body, None)
+    default_max = min(DEFAULT_MAX_TOKENS.get(model.tier, 16000), key.limits.max_tokens,
+                      model.max_output_tokens or key.limits.max_tokens)
     try:
-        anthropic = door.to_messages(body, default_max)
+        anthropic = door.to_messages(expanded, default_max)
     except TranslationError as exc:
         raise AntexError("invalid_request_error", exc.message, param=exc.param) from None
     anthropic["model"] = gateway.upstream_model_name(model_name, model)
+    max_tokens = gateway.serve_max_tokens(request, key, model, anthropic["max_tokens"])
+    if max_tokens != anthropic["max_tokens"]:
+        gateway.lower_max_tokens(anthropic, max_tokens)
     stream = anthropic.get("stream") is True
-    call = await gateway.admit(request, key, model=model, max_tokens=anthropic["max_tokens"],
-                               endpoint=door.endpoint, body_bytes=len(raw))
+    upstream_body = orjson.dumps(anthropic)
+    call = await gateway.admit(request, key, model=model, endpoint=door.endpoint, body_bytes=len(upstream_body))
     try:
-        response = await gateway.open_upstream(request, MESSAGES, orjson.dumps(anthropic))
+        response = await gateway.open_upstream(request, MESSAGES, upstream_body)
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise
     created = int(time.time())
     if response.status != 200:
         return await _upstream_error(request, call, response)
+    keep = (lambda final: door.keep(request, key, memo, final)) if door.keep and memo is not None else None
     if stream:
-        relay = Translated(call.meter(request), door.new_stream(body, model_name, created))
-        return await gateway.survive_disconnect(request, relay_stream(request, response, call, relay, SSE_HEADERS))
-    return await _whole(request, call, response, door, body, model_name, created, model)
+        translator = door.new_stream(body, model_name, created)
+        relay = relay_stream(request, response, call, Translated(call.meter(request), translator), SSE_HEADERS)
+        if keep is not None:
+            relay = _then_keep(relay, translator, keep)
+        return await gateway.survive_disconnect(request, relay)
+    return await _whole(request, call, response, door, body, model_name, created, keep)
+
+
+async def _then_keep(relay: Awaitable[web.StreamResponse], translator, keep: Callable[[dict], None]) -> web.StreamResponse:
+    """The stream relayed to its end, then its final response kept: after the last byte went out,
+    never on the way (the store's writes go to the ledger's writer task)."""
+    client = await relay
+    if translator.final is not None:
+        keep(translator.final)
+    return client
 
 
 async def _whole(request: web.Request, call: gateway.Call, response, door: Door, body: dict, model_name: str,
-                 created: int, model: Model) -> web.Response:
+                 created: int, keep: Callable[[dict], None] | None) -> web.Response:
     meter = UsageMeter()
     outcome = "upstream_error"
     try:
@@ -82,6 +106,8 @@ async def _whole(request: web.Request, call: gateway.Call, response, door: Door,
             raise AntexError("bad_gateway", "The upstream API answered with a message Antex could not read. Try again.") from None
         meter.finished = True
         outcome = "complete"
+        if keep is not None:
+            keep(translated)
         return web.Response(body=orjson.dumps(translated), content_type="application/json")
     finally:
         gateway.settle(request, call, meter, outcome)

@@ -148,7 +148,7 @@ def response_object(
         "max_output_tokens": request.get("max_output_tokens"),
         "reasoning": request.get("reasoning"),
         "text": request.get("text"),
-        "previous_response_id": None,
+        "previous_response_id": previous if isinstance(previous := request.get("previous_response_id"), str) else None,
         "metadata": request.get("metadata") or {},
         "usage": usage,
     }

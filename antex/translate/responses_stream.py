@@ -94,6 +94,7 @@ class ResponsesStream(MessageStream):
         self._open: dict[int, _OpenItem] = {}  # by Anthropic block index
         self._items_started = 0
         self._output: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None  # the completed (or incomplete) response, once closed
 
     def _message_start(self, message: dict[str, Any]) -> bytes:
         self._base = response_base_id(message.get("id"))
@@ -105,6 +106,7 @@ class ResponsesStream(MessageStream):
         status = "incomplete" if reason else "completed"
         details = {"reason": reason} if reason else None
         response = self._response(status, usage=responses_usage(self.usage), incomplete_details=details)
+        self.final = response
         return self._frame(f"response.{status}", response=response)
 
     def _failure(self, error_type: str, message: str) -> bytes:
