@@ -96,3 +96,30 @@ INSERT INTO journal_settled (id, ids) VALUES (1, '[]');
 -- the uses it was charged for, from usage.server_tool_use.
 ALTER TABLE events ADD COLUMN web_search_requests INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN web_fetch_requests INTEGER NOT NULL DEFAULT 0;
+
+-- migration 5: stored responses
+-- POST /v1/responses keeps each response unless the request says "store": false (OpenAI's
+-- default is to store): the response as GET returns it, and its input and output items, which
+-- item_reference and previous_response_id point at. Scoped to the key that made it; kept for
+-- [responses] retention after it was made or last continued, then pruned.
+CREATE TABLE responses (
+    id                   TEXT PRIMARY KEY,      -- resp_…
+    key_id               INTEGER NOT NULL REFERENCES keys (id),
+    created_at           REAL NOT NULL,
+    touched_at           REAL NOT NULL,         -- made, or continued by a later response
+    previous_response_id TEXT,
+    bytes                INTEGER NOT NULL,      -- JSON of the body and the items, for the per-key bound
+    body                 TEXT NOT NULL          -- JSON: the response object
+);
+CREATE INDEX responses_key_touched ON responses (key_id, touched_at);
+CREATE INDEX responses_touched ON responses (touched_at);
+CREATE TABLE response_items (
+    response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,               -- the input items first, then the output
+    is_output   INTEGER NOT NULL,
+    key_id      INTEGER NOT NULL,
+    item_id     TEXT NOT NULL,
+    item        TEXT NOT NULL,                  -- JSON
+    PRIMARY KEY (response_id, position)
+) WITHOUT ROWID;
+CREATE INDEX response_items_key_item ON response_items (key_id, item_id);

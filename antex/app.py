@@ -17,18 +17,20 @@ from aiohttp import web
 from antex import store, upstream
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, READER, RELAYS, REQUEST_ID,
-                           STARTED, STOPPING, UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
+                           RESPONSES, STARTED, STOPPING, UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
 from antex.journal import Journal
 from antex.ledger import Ledger
+from antex.responses_store import ResponseStore
 from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
 
 log = logging.getLogger("antex")
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
 RESPONSES_PATH = "/v1/responses"
+PRUNE_EVERY_S = 60.0  # expired stored responses are dropped this often
 
 
 def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = time.time) -> web.Application:
@@ -39,6 +41,7 @@ def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = 
     app[UPSTREAM_KEY] = upstream_key
     app[CLOCK] = clock
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(stored_responses)
     app.cleanup_ctx.append(key_watcher)
     app.cleanup_ctx.append(upstream_client)
     app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
@@ -71,6 +74,22 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await ledger.close()
     await writer.close()
     await reader.close()
+
+
+async def stored_responses(app: web.Application) -> AsyncIterator[None]:
+    """The Responses API's stored responses (on the database's connections), pruned as they expire."""
+    responses = app[RESPONSES] = ResponseStore(app[READER].conn, app[LEDGER], app[CONFIG].responses, app[CLOCK])
+
+    async def prune() -> None:
+        while True:
+            responses.prune()
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    task = asyncio.create_task(prune(), name="antex-responses-prune")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def stopping(app: web.Application) -> None:

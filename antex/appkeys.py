@@ -11,6 +11,7 @@ from antex.auth import KeyCache, KeyRecord
 from antex.config import Config
 from antex.http_client import Client
 from antex.ledger import Ledger
+from antex.responses_store import ResponseStore
 from antex.store import Store
 
 CONFIG = web.AppKey("config", Config)
@@ -19,6 +20,7 @@ CLOCK = web.AppKey("clock", Callable)
 READER = web.AppKey("reader", Store)
 LEDGER = web.AppKey("ledger", Ledger)
 KEYS = web.AppKey("keys", KeyCache)
+RESPONSES = web.AppKey("responses", ResponseStore)  # stored responses of POST /v1/responses
 ADMISSION = web.AppKey("admission", Admission)
 CLIENT = web.AppKey("client", Client)
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins

@@ -94,12 +94,22 @@ class QuarantineConfig:
 
 
 @dataclass(frozen=True)
+class ResponsesConfig:
+    """Stored responses (POST /v1/responses with store): how long, and how much per key."""
+
+    retention_s: float  # after the response was made or last continued
+    max_per_key: int
+    max_bytes_per_key: int
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     upstream: UpstreamConfig
     quarantine: QuarantineConfig
     models: dict[str, Model]
     plans: dict[str, Limits]
+    responses: ResponsesConfig
     source: str = "<defaults>"
     _lookup: dict[str, Model] = field(default_factory=dict, repr=False, compare=False)
 
@@ -166,6 +176,23 @@ def _over_cap(value: str) -> str | None:
 MAX_TOKENS_OVER = ("lower", "refuse")
 
 
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(value: str) -> float:
+    """"3d" -> 259200.0 (units s, m, h, d); the caller checked it with _duration."""
+    number, unit = _DURATION.match(value).groups()
+    return float(int(number) * _DURATION_UNITS_S[unit])
+
+
+def _duration(value: str) -> str | None:
+    match = _DURATION.match(value)
+    if match is None or int(match.group(1)) == 0:
+        return 'must be a duration such as "90m", "12h" or "3d"'
+    return None
+
+
 NUMBER = (int, float)
 # section -> key -> (accepted types, optional check returning an error or None)
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
@@ -188,6 +215,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "quarantine": {
         "ip_limit_hits": ((int,), _positive),
         "within_s": (NUMBER, _positive),
+    },
+    "responses": {
+        "retention": ((str,), _duration),
+        "max_per_key": ((int,), _positive),
+        "max_bytes_per_key": ((int,), _positive),
     },
     "models.*": {
         "display_name": ((str,), None),
@@ -256,9 +288,9 @@ def merge_documents(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any
 def from_document(document: dict[str, Any], source: str = "<defaults>") -> Config:
     """Validate a parsed TOML document (defaults already merged in)."""
     for section in document:
-        if section not in ("server", "upstream", "quarantine", "models", "plans"):
+        if section not in ("server", "upstream", "quarantine", "responses", "models", "plans"):
             raise ConfigError(f"{source}: [{section}]: unknown section")
-    checked = {name: _section(document, name, name, source) for name in ("server", "upstream", "quarantine")}
+    checked = {name: _section(document, name, name, source) for name in ("server", "upstream", "quarantine", "responses")}
     models = {
         model_id: _model(model_id, _section(document["models"], model_id, f'models."{model_id}"', source, "models.*"))
         for model_id in _table(document, "models", source)
@@ -285,6 +317,8 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
         ),
         upstream=UpstreamConfig(**{k: v for k, v in checked["upstream"].items()}),
         quarantine=QuarantineConfig(**checked["quarantine"]),
+        responses=ResponsesConfig(duration_s(checked["responses"]["retention"]), checked["responses"]["max_per_key"],
+                                  checked["responses"]["max_bytes_per_key"]),
         models=models,
         plans=plans,
         source=source,

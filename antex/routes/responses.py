@@ -1,14 +1,80 @@
-"""POST /v1/responses: the OpenAI Responses API as Codex CLI speaks it, translated to Messages."""
+"""/v1/responses: the OpenAI Responses API, translated to Messages, and its stored responses.
+
+POST keeps each finished response unless the request says "store": false (OpenAI's default is to
+store), so a client may continue with `previous_response_id` (the stored conversation is replayed
+upstream as Messages: Anthropic bills it as input, and it is metered so) or point at any stored
+item with {"type": "item_reference", "id": …}. GET and DELETE /v1/responses/{id} and GET
+/v1/responses/{id}/input_items read and drop them. Every id is the key's own: another key's
+answer 404 exactly like ids that never existed.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from antex import gateway
+from antex.appkeys import ADMISSION, RESPONSES
+from antex.auth import KeyRecord
+from antex.errors import AntexError
 from antex.routes import expect
 from antex.routes.translated import Door, handle
+from antex.translate.response_state import PageError, list_page, own_items, page_params, referenced_ids, with_references
 from antex.translate.responses import custom_tool_names, messages_to_response, responses_to_messages
 from antex.translate.responses_stream import ResponsesStream
 
 ENDPOINT = "/v1/responses"
+KEPT_STATUSES = ("completed", "incomplete")  # a failed response has nothing to continue from
+
+
+@dataclass
+class Memo:
+    """What a stored response needs beyond its final body: the request's own items, and the ids
+    of the conversation it continues."""
+
+    input_items: list[dict[str, Any]]
+    continues: list[str]
+
+
+async def recall(request: web.Request, key: KeyRecord, body: dict) -> tuple[dict, Memo | None]:
+    """The body to translate, with its references to stored state filled in, and the memo for
+    `keep` (None when nothing is to be kept)."""
+    store = gateway.field(body, "store", bool, required=False, what="true or false") is not False
+    previous = gateway.field(body, "previous_response_id", str, required=False, what="a response id")
+    references = referenced_ids(body.get("input"))
+    if not store and not previous and not references:
+        return body, None
+    responses = request.app[RESPONSES]
+    input_value = body.get("input")
+    if references:
+        found = await responses.items(key.id, references)
+        missing = next((ref for ref in references if ref not in found), None)
+        if missing is not None:
+            raise AntexError("not_found_error", f"Item with id {missing!r} not found: it was never stored for this key, "
+                             f"or was deleted or expired. Send the item itself instead.", param="input")
+        input_value = with_references(input_value, found)
+    continues: list[str] = []
+    expanded = {**body, "input": input_value}
+    if previous:
+        conversation = await responses.conversation(key.id, previous)
+        if conversation is None:
+            raise _response_not_found(previous, "previous_response_id")
+        continues = conversation.response_ids
+        if isinstance(input_value, str):
+            input_value = [{"type": "message", "role": "user", "content": input_value}]
+        elif input_value is None:
+            input_value = []
+        # (anything else is no list: the translation says what is wrong with it)
+        expanded["input"] = conversation.items + input_value if isinstance(input_value, list) else input_value
+    expanded.pop("previous_response_id", None)
+    return expanded, Memo(own_items(input_value), continues) if store else None
+
+
+def keep(request: web.Request, key: KeyRecord, memo: Memo, final: dict) -> None:
+    if final.get("status") in KEPT_STATUSES:
+        request.app[RESPONSES].keep(key.id, final, memo.input_items, memo.continues)
+
 
 DOOR = Door(
     endpoint=ENDPOINT,
@@ -18,12 +84,59 @@ DOOR = Door(
         message, request=body, custom_tools=custom_tool_names(body), created=created),
     new_stream=lambda body, model, created: ResponsesStream(request=body, custom_tools=custom_tool_names(body),
                                                             created=created),
+    recall=recall,
+    keep=keep,
 )
 
 
 def setup(app: web.Application) -> None:
     app.router.add_post(ENDPOINT, create_response, expect_handler=expect)
+    app.router.add_get(ENDPOINT + "/{response_id}", get_response, expect_handler=expect)
+    app.router.add_delete(ENDPOINT + "/{response_id}", delete_response, expect_handler=expect)
+    app.router.add_get(ENDPOINT + "/{response_id}/input_items", list_input_items, expect_handler=expect)
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     return await handle(request, DOOR)
+
+
+def _caller(request: web.Request) -> KeyRecord:
+    key = gateway.authenticate(request)
+    request.app[ADMISSION].check_key(key)
+    return key
+
+
+def _response_not_found(response_id: str, param: str) -> AntexError:
+    return AntexError("not_found_error", f"Response with id {response_id!r} not found: it was never stored for this "
+                      f"key (\"store\": false keeps nothing), or was deleted or expired.", param=param)
+
+
+async def get_response(request: web.Request) -> web.Response:
+    key = _caller(request)
+    response_id = request.match_info["response_id"]
+    found = await request.app[RESPONSES].response(key.id, response_id)
+    if found is None:
+        raise _response_not_found(response_id, "response_id")
+    return web.json_response(found, dumps=gateway.dumps)
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    key = _caller(request)
+    response_id = request.match_info["response_id"]
+    if not await request.app[RESPONSES].delete(key.id, response_id):
+        raise _response_not_found(response_id, "response_id")
+    return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True}, dumps=gateway.dumps)
+
+
+async def list_input_items(request: web.Request) -> web.Response:
+    key = _caller(request)
+    response_id = request.match_info["response_id"]
+    try:
+        after, limit, order = page_params(dict(request.query))
+    except PageError as exc:
+        raise AntexError("invalid_request_error", str(exc), param=exc.param) from None
+    responses = request.app[RESPONSES]
+    if await responses.response(key.id, response_id) is None:
+        raise _response_not_found(response_id, "response_id")
+    items = await responses.input_items(key.id, response_id)
+    return web.json_response(list_page(items, after=after, limit=limit, order=order), dumps=gateway.dumps)

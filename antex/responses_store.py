@@ -1,0 +1,172 @@
+"""Stored responses (POST /v1/responses with store): every query behind named methods.
+
+Reads go through the reader connection. Writes never touch SQLite on the request's path: they
+are handed to the ledger's single writer (antex/ledger.py), which commits them with the next batch
+of credit events, after the response has gone out. A read that misses waits for that writer once
+before it answers 404, so a client that continues a conversation the moment its last response
+ended still finds it.
+
+Every query is scoped to the key: another key's ids are as unknown as ids that never existed.
+A response lives `retention` after it was made or last continued (a response continued by
+previous_response_id keeps its whole conversation alive); past a key's bounds its oldest go first.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Callable
+
+import aiosqlite
+import orjson
+
+from antex.config import ResponsesConfig
+from antex.ledger import Ledger
+
+FLUSH_WAIT_S = 5.0  # the longest a missed read waits for pending writes
+MAX_CHAIN = 10_000  # previous_response_id links followed at most (a guard, never reached in practice)
+
+INSERT_RESPONSE = ("INSERT INTO responses (id, key_id, created_at, touched_at, previous_response_id, bytes, body) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING")
+INSERT_ITEM = ("INSERT INTO response_items (response_id, position, is_output, key_id, item_id, item) "
+               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (response_id, position) DO NOTHING")
+TOUCH_CHAIN = ("UPDATE responses SET touched_at = MAX(touched_at, ?) "
+               "WHERE key_id = ? AND id IN (SELECT value FROM json_each(?))")
+# Past the key's bounds, its oldest responses go (never the one just kept).
+EVICT_OVER_COUNT = ("DELETE FROM responses WHERE key_id = ? AND id != ? AND id IN ("
+                    "SELECT id FROM responses WHERE key_id = ? ORDER BY touched_at DESC, id DESC LIMIT -1 OFFSET ?)")
+EVICT_OVER_BYTES = ("DELETE FROM responses WHERE key_id = ? AND id != ? AND id IN (SELECT id FROM ("
+                    "SELECT id, SUM(bytes) OVER (ORDER BY touched_at DESC, id DESC) AS running "
+                    "FROM responses WHERE key_id = ?) WHERE running > ?)")
+DELETE_RESPONSE = "DELETE FROM responses WHERE key_id = ? AND id = ?"
+PRUNE = "DELETE FROM responses WHERE touched_at <= ?"
+LIVE = "key_id = ? AND touched_at > ?"
+GET_BODY = f"SELECT body FROM responses WHERE id = ? AND {LIVE}"
+GET_ITEMS = ("SELECT i.item FROM response_items i JOIN responses r ON r.id = i.response_id "
+             "WHERE i.response_id = ? AND i.is_output = ? AND r.key_id = ? AND r.touched_at > ? ORDER BY i.position")
+FIND_ITEMS = ("SELECT i.item_id, i.item FROM response_items i JOIN responses r ON r.id = i.response_id "
+              "WHERE i.key_id = ? AND i.item_id IN (SELECT value FROM json_each(?)) AND r.touched_at > ? "
+              "ORDER BY r.touched_at, i.position")
+CONVERSATION = f"""
+WITH RECURSIVE chain (id, previous, depth) AS (
+    SELECT id, previous_response_id, 0 FROM responses WHERE id = ? AND {LIVE}
+    UNION ALL
+    SELECT r.id, r.previous_response_id, c.depth + 1 FROM responses r JOIN chain c ON r.id = c.previous
+    WHERE r.key_id = ? AND r.touched_at > ? AND c.depth < {MAX_CHAIN}
+)
+SELECT c.id, c.previous, c.depth, i.item FROM chain c LEFT JOIN response_items i ON i.response_id = c.id
+ORDER BY c.depth DESC, i.position"""
+
+
+class Conversation:
+    """A stored response and every one it continues: their items in order, and their ids."""
+
+    def __init__(self, items: list[dict[str, Any]], response_ids: list[str]) -> None:
+        self.items = items
+        self.response_ids = response_ids
+
+
+class ResponseStore:
+    def __init__(self, reader: aiosqlite.Connection, ledger: Ledger, settings: ResponsesConfig,
+                 clock: Callable[[], float]) -> None:
+        self.reader = reader
+        self.ledger = ledger
+        self.settings = settings
+        self.clock = clock
+
+    def _horizon(self) -> float:
+        """Responses last touched at or before this have expired."""
+        return self.clock() - self.settings.retention_s
+
+    async def _rows(self, sql: str, params: tuple) -> list[tuple]:
+        async with self.reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _fresh_rows(self, sql: str, params: Callable[[], tuple]) -> list[tuple]:
+        """The rows, or, when there are none, the rows once the writes handed in so far are committed."""
+        rows = await self._rows(sql, params())
+        if not rows:
+            await self._writes_committed()
+            rows = await self._rows(sql, params())
+        return rows
+
+    async def _writes_committed(self) -> None:
+        """Wait (a bounded while) until the ledger's writer has committed what it was handed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FLUSH_WAIT_S):
+                await self.ledger.flush()
+
+    # reading
+
+    async def response(self, key_id: int, response_id: str) -> dict[str, Any] | None:
+        """The response object as it was answered, or None (unknown, another key's, expired)."""
+        rows = await self._fresh_rows(GET_BODY, lambda: (response_id, key_id, self._horizon()))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def input_items(self, key_id: int, response_id: str) -> list[dict[str, Any]]:
+        """The items of the request that made the response, in order (the response must exist)."""
+        rows = await self._rows(GET_ITEMS, (response_id, 0, key_id, self._horizon()))
+        return [orjson.loads(row[0]) for row in rows]
+
+    async def items(self, key_id: int, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Stored items by id, input or output of any of the key's live responses (the newest wins)."""
+        wanted = orjson.dumps(sorted(set(item_ids))).decode()
+        found = await self._items(key_id, wanted)
+        if len(found) < len(set(item_ids)):  # some may be in a batch still being written
+            await self._writes_committed()
+            found = await self._items(key_id, wanted)
+        return found
+
+    async def _items(self, key_id: int, wanted: str) -> dict[str, dict[str, Any]]:
+        rows = await self._rows(FIND_ITEMS, (key_id, wanted, self._horizon()))
+        return {item_id: orjson.loads(item) for item_id, item in rows}
+
+    async def conversation(self, key_id: int, response_id: str) -> Conversation | None:
+        """The conversation a new response continues (previous_response_id): each stored response's
+        input then output, oldest first. None when the response, or one it continues, is gone."""
+        horizon = self._horizon
+        rows = await self._fresh_rows(CONVERSATION, lambda: (response_id, key_id, horizon(), key_id, horizon()))
+        if not rows or rows[0][1] is not None:  # the oldest link still names one: it is gone
+            return None
+        response_ids: list[str] = []
+        items = []
+        for stored_id, _, _, item in rows:
+            if not response_ids or response_ids[-1] != stored_id:
+                response_ids.append(stored_id)
+            if item is not None:
+                items.append(orjson.loads(item))
+        return Conversation(items, response_ids)
+
+    # writing, through the ledger's single writer
+
+    def keep(self, key_id: int, response: dict[str, Any], input_items: list[dict[str, Any]],
+             continues: list[str]) -> None:
+        """Keep a finished response and the input that made it; `continues` are the ids of the
+        conversation it continues, kept alive as long as it is."""
+        now = self.clock()
+        response_id = response["id"]
+        body = orjson.dumps(response)
+        encoded = [(0, item) for item in input_items] + [(1, item) for item in response.get("output") or []]
+        rows = [(response_id, position, is_output, key_id, str(item.get("id") or ""), orjson.dumps(item).decode())
+                for position, (is_output, item) in enumerate(encoded)]
+        size = len(body) + sum(len(row[5]) for row in rows)
+        execute = self.ledger.execute
+        execute(INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
+                                  body.decode()))
+        for row in rows:
+            execute(INSERT_ITEM, row)
+        if continues:
+            execute(TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode()))
+        execute(EVICT_OVER_COUNT, (key_id, response_id, key_id, self.settings.max_per_key))
+        execute(EVICT_OVER_BYTES, (key_id, response_id, key_id, self.settings.max_bytes_per_key))
+
+    async def delete(self, key_id: int, response_id: str) -> bool:
+        """Delete a live response of the key's; False when there was none. Committed on return."""
+        if await self.response(key_id, response_id) is None:
+            return False
+        self.ledger.execute(DELETE_RESPONSE, (key_id, response_id))
+        await self.ledger.flush()
+        return True
+
+    def prune(self) -> None:
+        """Drop every expired response (its items go with it)."""
+        self.ledger.execute(PRUNE, (self._horizon(),))
