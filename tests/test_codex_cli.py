@@ -11,13 +11,14 @@ session headers): the instructions as developer messages in `input`, `reasoning.
 `namespace` of sub-agent tools and web_search, which Antex drops, and apply_patch as a custom
 (freeform, lark grammar) tool. It offers apply_patch only for models its catalog knows, so the
 config names a catalog for claude-sonnet-4-6 (`model_catalog_json`), as a user of Antex would.
-It calls no other endpoint of the gateway.
+It sends `"store": false` and calls no other endpoint of the gateway.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,7 @@ async def test_codex_reads_and_patches_a_file(gateway: Gateway, tmp_path: Path) 
     events = await gateway.events()
     assert [(e["endpoint"], e["model"], e["input_tokens"], e["output_tokens"]) for e in events] == [
         ("/v1/responses", MODEL, 3000, 40), ("/v1/responses", MODEL, 3100, 60), ("/v1/responses", MODEL, 3200, 9)]
+    # Codex sends "store": false (it replays the whole conversation itself): nothing is kept.
+    db = sqlite3.connect(gateway.database)
+    assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 0
+    db.close()

@@ -39,6 +39,11 @@ def write(tmp_path: Path, text: str) -> Path:
         (lambda c: c.upstream.on_client_disconnect, "finish"),
         (lambda c: (c.quarantine.ip_limit_hits, c.quarantine.within_s), (5, 3600)),
         (lambda c: c.source, "<defaults>"),
+        (lambda c: (c.responses.retention_s, c.responses.max_per_key, c.responses.max_bytes_per_key),
+         (3 * 86400, 10000, 64 * 1024 * 1024)),
+        (lambda c: {p.max_tokens_over for p in c.plans.values()}, {"lower"}),
+        (lambda c: {m: c.models[m].max_output_tokens for m in ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6")},
+         {"claude-haiku-4-5": 64000, "claude-sonnet-4-6": 128000, "claude-opus-4-6": 128000}),
     ],
 )
 def test_no_file_gives_the_documented_defaults(read, expected) -> None:
@@ -50,8 +55,9 @@ def test_every_documented_model_is_served_with_its_rates() -> None:
         "claude-haiku-4-5", "claude-sonnet-4-5", "claude-sonnet-4-6", "claude-opus-4-5", "claude-opus-4-6"}
     for model_id, table in EXAMPLE["models"].items():
         model = DEFAULTS.models[model_id]
-        assert (model.id, model.display_name, model.tier, model.aliases, model.created_at) == (
-            model_id, table["display_name"], table["tier"], tuple(table["aliases"]), table["created_at"])
+        assert (model.id, model.display_name, model.tier, model.aliases, model.created_at, model.max_output_tokens) == (
+            model_id, table["display_name"], table["tier"], tuple(table["aliases"]), table["created_at"],
+            table["max_output_tokens"])
         assert vars(model.rates) == {k: table[k] for k in RATE_FIELDS}
 
 
@@ -161,6 +167,14 @@ def test_resolve_model(name: str, model_id: str | None) -> None:
         ("[plans.team]\ncredits_5h = 100", "[plans.team]", "missing credits_7d, models, max_tokens"),
         ("[plans.pro]\ncredits_5h = 0", "[plans.pro] credits_5h", "greater than 0"),
         ("[plans.pro]\nmax_ips = -1", "[plans.pro] max_ips", "0 or more"),
+        ('[plans.pro]\nmax_tokens_over = "clip"', "[plans.pro] max_tokens_over", '"lower" or "refuse"'),
+        ('[models."claude-sonnet-4-6"]\nmax_output_tokens = 0', '[models."claude-sonnet-4-6"] max_output_tokens',
+         "greater than 0"),
+        ('[responses]\nretention = "3 days"', "[responses] retention", 'a duration such as "90m", "12h" or "3d"'),
+        ('[responses]\nretention = "0d"', "[responses] retention", "a duration"),
+        ("[responses]\nretention = 3", "[responses] retention", "must be str"),
+        ("[responses]\nmax_per_key = 0", "[responses] max_per_key", "greater than 0"),
+        ("[responses]\nkeep = true", "[responses] keep", "unknown setting"),
         ("[plans.pro]\nmax_tokens = 1.5", "[plans.pro] max_tokens", "must be int, not float"),
         ('[plans.pro]\nmodels = "claude-*"', "[plans.pro] models", "must be list"),
         ('[plans.pro]\nmodels = ["claude-*", ""]', "[plans.pro] models", "non-empty strings"),
@@ -227,3 +241,33 @@ def test_the_starter_plan_keeps_to_haiku_and_sonnet() -> None:
     starter = DEFAULTS.plans["starter"]
     assert [m for m in DEFAULTS.models if starter.allows(m)] == [
         "claude-haiku-4-5", "claude-sonnet-4-5", "claude-sonnet-4-6"]
+
+
+def test_a_model_or_plan_of_ones_own_may_leave_out_the_newer_settings(tmp_path: Path) -> None:
+    """Files written before max_output_tokens and max_tokens_over existed still load."""
+    config = load(write(tmp_path, """
+[models."claude-next"]
+created_at = "2026-06-01"
+display_name = "Claude Next"
+tier = "sonnet"
+aliases = []
+input = 300
+output = 1500
+cache_write_5m = 375
+cache_write_1h = 600
+cache_read = 30
+
+[plans.team]
+credits_5h = 1
+credits_7d = 2
+models = ["claude-*"]
+max_tokens = 1000
+max_ips = 0
+max_concurrent = 0
+
+[responses]
+retention = "90m"
+"""))
+    assert config.models["claude-next"].max_output_tokens is None
+    assert config.plans["team"].max_tokens_over == "lower"
+    assert config.responses.retention_s == 5400
