@@ -177,6 +177,12 @@ class Ledger:
         self._batch.statements.append((sql, params))
         self._kick()
 
+    def execute_soon(self, statements: list[tuple[str, tuple]]) -> None:
+        """Queue writes that may ride along with the next commit (within COMMIT_EVERY_S), as
+        settled charges do: e.g. a stored response; whoever must read them back calls flush()."""
+        self._batch.statements += statements
+        self._kick_soon()
+
     def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()

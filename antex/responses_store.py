@@ -149,15 +149,14 @@ class ResponseStore:
         rows = [(response_id, position, is_output, key_id, str(item.get("id") or ""), orjson.dumps(item).decode())
                 for position, (is_output, item) in enumerate(encoded)]
         size = len(body) + sum(len(row[5]) for row in rows)
-        execute = self.ledger.execute
-        execute(INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
-                                  body.decode()))
-        for row in rows:
-            execute(INSERT_ITEM, row)
+        statements = [(INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
+                                         body.decode()))]
+        statements += [(INSERT_ITEM, row) for row in rows]
         if continues:
-            execute(TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode()))
-        execute(EVICT_OVER_COUNT, (key_id, response_id, key_id, self.settings.max_per_key))
-        execute(EVICT_OVER_BYTES, (key_id, response_id, key_id, self.settings.max_bytes_per_key))
+            statements.append((TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode())))
+        statements.append((EVICT_OVER_COUNT, (key_id, response_id, key_id, self.settings.max_per_key)))
+        statements.append((EVICT_OVER_BYTES, (key_id, response_id, key_id, self.settings.max_bytes_per_key)))
+        self.ledger.execute_soon(statements)
 
     async def delete(self, key_id: int, response_id: str) -> bool:
         """Delete a live response of the key's; False when there was none. Committed on return."""

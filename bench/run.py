@@ -248,17 +248,20 @@ class Bench:
         self.sections.append(("Streaming POST /v1/messages", rows))
 
         rows = []
-        for path, body in (("/v1/chat/completions", CHAT_BODY), ("/v1/responses", RESPONSES_BODY)):
+        # /v1/responses twice: stored (OpenAI's default, each response written after it ends) and not
+        for label, path, body in (("/v1/chat/completions", "/v1/chat/completions", CHAT_BODY),
+                                  ("/v1/responses", "/v1/responses", RESPONSES_BODY),
+                                  ("/v1/responses store:false", "/v1/responses", {**RESPONSES_BODY, "store": False})):
             status = self.status_of(antex_url + path, body, key)
             if status != 200:
                 why = "route missing" if status == 404 else f"HTTP {status}"
-                rows.append(Row(f"{path} streaming, 32 connections: throughput", "", f"n/a ({why})", "n/a", "≥ 0.7×", None))
-                self.notes.append(f"{path}: answered HTTP {status} to a streaming request, so its translation cost "
+                rows.append(Row(f"{label} streaming, 32 connections: throughput", "", f"n/a ({why})", "n/a", "≥ 0.7×", None))
+                self.notes.append(f"{label}: answered HTTP {status} to a streaming request, so its translation cost "
                                   f"was not measured ({why}).")
                 continue
-            b, t = self.compare(f"{path} streaming c32", [(bare, bare_url + messages, stream_body),
+            b, t = self.compare(f"{label} streaming c32", [(bare, bare_url + messages, stream_body),
                                 (antex, antex_url + path, body)], fake, key, 32)
-            rows += self.load_rows(f"{path} streaming, 32 connections", b, t, 0.7, latency=False)
+            rows += self.load_rows(f"{label} streaming, 32 connections", b, t, 0.7, latency=False)
         self.sections.append(("Translation (Antex's OpenAI route vs bare /v1/messages streaming)", rows))
 
         self.admission(antex, antex_url, config)

@@ -10,7 +10,7 @@ import pytest
 
 from antex.appkeys import LEDGER, RESPONSES
 from tests.conftest import Gateway, GatewayFactory
-from tests.fake_replies import text_reply, tool_use_reply
+from tests.fake_replies import Reply, text_reply, tool_use_reply
 
 MODEL = "claude-sonnet-4-6"
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
@@ -32,7 +32,7 @@ def stored_rows(gateway: Gateway) -> tuple[int, int]:
         db.close()
 
 
-def weather_call() -> tuple:
+def weather_call() -> Reply:
     return tool_use_reply(name="get_weather", input={"city": "Oslo"}, id="toolu_01oslo", input_tokens=50)
 
 
@@ -237,3 +237,22 @@ async def test_stored_body_is_what_was_answered(gateway: Gateway) -> None:
         answered = orjson.loads(raw.content)
         got = await oa.responses.with_raw_response.retrieve(answered["id"])
     assert orjson.loads(got.content) == answered
+
+
+async def test_thinking_comes_back_with_the_stored_conversation(gateway: Gateway) -> None:
+    """A tool loop with thinking on needs the thinking block back before the tool call: the stored
+    reasoning item carries it."""
+    key = await gateway.create_key("alice")
+    thinking = {"type": "thinking", "thinking": "Look it up.", "signature": "EqStoredSig=="}
+    call = weather_call()
+    gateway.fake.queue(Reply(content=(thinking, *call.content), stop_reason="tool_use"), text_reply("Sunny."))
+    async with client(gateway, key) as oa:
+        stream = await oa.responses.create(model=MODEL, input="Weather in Oslo?", tools=TOOLS, stream=True,
+                                           reasoning={"effort": "medium"})
+        first = [event async for event in stream][-1].response
+        (tool_call,) = [item for item in first.output if item.type == "function_call"]
+        await oa.responses.create(model=MODEL, tools=TOOLS, reasoning={"effort": "medium"}, previous_response_id=first.id,
+                                  input=[{"type": "function_call_output", "call_id": tool_call.call_id, "output": "sunny"}])
+    replayed = gateway.fake.requests[-1].json["messages"][1]
+    assert replayed["role"] == "assistant" and replayed["content"][0] == thinking
+    assert gateway.fake.requests[-1].json["thinking"]["type"] == "enabled"

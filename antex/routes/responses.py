@@ -30,10 +30,11 @@ KEPT_STATUSES = ("completed", "incomplete")  # a failed response has nothing to 
 
 @dataclass
 class Memo:
-    """What a stored response needs beyond its final body: the request's own items, and the ids
-    of the conversation it continues."""
+    """What a stored response needs beyond its final body: the request's own input (references
+    filled in; made into items only once the response is done), and the ids of the conversation
+    it continues."""
 
-    input_items: list[dict[str, Any]]
+    input_value: Any
     continues: list[str]
 
 
@@ -54,26 +55,31 @@ async def recall(request: web.Request, key: KeyRecord, body: dict) -> tuple[dict
             raise AntexError("not_found_error", f"Item with id {missing!r} not found: it was never stored for this key, "
                              f"or was deleted or expired. Send the item itself instead.", param="input")
         input_value = with_references(input_value, found)
+    expanded = {name: value for name, value in body.items() if name != "previous_response_id"}
+    expanded["input"] = input_value
     continues: list[str] = []
-    expanded = {**body, "input": input_value}
     if previous:
         conversation = await responses.conversation(key.id, previous)
         if conversation is None:
             raise _response_not_found(previous, "previous_response_id")
         continues = conversation.response_ids
-        if isinstance(input_value, str):
-            input_value = [{"type": "message", "role": "user", "content": input_value}]
-        elif input_value is None:
-            input_value = []
-        # (anything else is no list: the translation says what is wrong with it)
-        expanded["input"] = conversation.items + input_value if isinstance(input_value, list) else input_value
-    expanded.pop("previous_response_id", None)
-    return expanded, Memo(own_items(input_value), continues) if store else None
+        expanded["input"] = _after(conversation.items, input_value)
+    return expanded, Memo(input_value, continues) if store else None
+
+
+def _after(history: list[dict[str, Any]], input_value: object) -> object:
+    """The stored conversation, then this request's input (a string is one user message; anything
+    but a list is left for the translation to refuse)."""
+    if isinstance(input_value, str):
+        return history + [{"type": "message", "role": "user", "content": input_value}]
+    if input_value is None:
+        return history
+    return history + input_value if isinstance(input_value, list) else input_value
 
 
 def keep(request: web.Request, key: KeyRecord, memo: Memo, final: dict) -> None:
     if final.get("status") in KEPT_STATUSES:
-        request.app[RESPONSES].keep(key.id, final, memo.input_items, memo.continues)
+        request.app[RESPONSES].keep(key.id, final, own_items(memo.input_value), memo.continues)
 
 
 DOOR = Door(
