@@ -278,7 +278,7 @@ def user_says(content: Any) -> list:
     (RESPONSES, responses(input=[{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]),
      "arguments"),
     (RESPONSES, responses(input=[{"type": "function_call_output", "call_id": "c", "output": 5}]), "output"),
-    (RESPONSES, responses(input=[{"type": "item_reference", "id": "x"}]), "input[0]"),
+    (RESPONSES, responses(input=[{"type": "item_reference", "id": 5}]), "input[0]"),
     (RESPONSES, responses(instructions=5), "instructions"),
     (RESPONSES, responses(tools={}), "tools"),
     (RESPONSES, responses(tools=[{"type": "function", "name": 5}]), "name"),
@@ -291,7 +291,8 @@ def user_says(content: Any) -> list:
     (RESPONSES, responses(max_output_tokens="5"), "max_output_tokens"),
     (RESPONSES, responses(temperature="x"), "temperature"),
     (RESPONSES, responses(stream="true"), "stream"),
-    (RESPONSES, responses(previous_response_id="resp_1"), "previous_response_id"),
+    (RESPONSES, responses(previous_response_id=5), "previous_response_id"),
+    (RESPONSES, responses(store="yes"), "store"),
     (RESPONSES, responses(user=5), "user"),
 ], ids=lambda value: value if isinstance(value, str) and value.startswith("/") else None)
 async def test_wrong_types_in_every_field_the_gateway_reads(gateway: Gateway, path: str, body: dict, names: str) -> None:

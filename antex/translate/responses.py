@@ -58,10 +58,9 @@ def responses_to_messages(
     """A Responses API request body -> the Anthropic Messages request body."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
-    if body.get("previous_response_id"):
+    if body.get("previous_response_id"):  # the route replays the stored conversation into `input` first
         raise TranslationError(
-            "previous_response_id is not supported: responses are not stored; send the whole "
-            "conversation in input",
+            "previous_response_id must be replaced by the stored conversation before translation",
             param="previous_response_id",
         )
     instructions = body.get("instructions")
@@ -107,7 +106,8 @@ def _conversation(input_value: object) -> tuple[list[str], Turns]:
     {"type": "function_call_output", "call_id": "call_1", "output": "done"},
     {"type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin Patch…"},
     {"type": "reasoning", "summary": […], "encrypted_content": "antex.thinking.v1:…"}.
-    Items that carry nothing Anthropic can use (hosted tool calls, OpenAI's compaction blobs)
+    Item references and previous_response_id are resolved from the store before this (see
+    routes/responses.py). Items that carry nothing Anthropic can use (hosted tool calls, OpenAI's compaction blobs)
     are skipped, like the tools they came from."""
     if isinstance(input_value, str):
         return [], [("user", [text_block(input_value)])]
@@ -130,9 +130,9 @@ def _conversation(input_value: object) -> tuple[list[str], Turns]:
         elif kind == "reasoning":
             block = unpack_thinking(item.get("encrypted_content"))
             turns.append(("assistant", [block] if block else []))
-        elif kind == "item_reference":
+        elif kind == "item_reference":  # the route has put every stored item it names in its place
             raise TranslationError(
-                f"{param}: item references are not supported; send the item itself", param=param
+                f"{param}: an item_reference needs the id of a stored item, as a string", param=param
             )
     return system, turns
 
