@@ -105,6 +105,9 @@ class Ledger:
         self._soon: asyncio.TimerHandle | None = None  # a pending _kick_soon wake-up
         self._idle = asyncio.Event()
         self._idle.set()
+        self._taken = 0  # batches the writer has taken, numbered from 1
+        self._committed = 0  # the number of the last batch committed (every earlier one is too)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # flush() calls: (batch number, future)
         self._task: asyncio.Task | None = None
 
     # reading
@@ -229,6 +232,8 @@ class Ledger:
                 self._soon.cancel()
                 self._soon = None
             batch, self._batch = self._batch, Batch()
+            self._taken += 1
+            number = self._taken
             try:
                 await self._commit(batch)
             except asyncio.CancelledError:
@@ -236,12 +241,24 @@ class Ledger:
                 raise
             except Exception:
                 log.exception("writing %d credit events failed; retrying in %.0fs", len(batch.events), WRITE_RETRY_S)
-                self._batch = batch.put_back(self._batch)
+                self._batch = batch.put_back(self._batch)  # committed later, with a later batch number
                 await asyncio.sleep(WRITE_RETRY_S)
                 self._wake.set()
                 continue
+            self._committed = number
+            self._release_waiters()
             if not self._batch:
                 self._idle.set()
+
+    def _release_waiters(self) -> None:
+        waiting = []
+        for number, waiter in self._waiters:
+            if number <= self._committed:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append((number, waiter))
+        self._waiters = waiting
 
     async def _commit(self, batch: Batch) -> None:
         # The whole transaction is one call on the writer connection's thread: each await on
@@ -257,10 +274,20 @@ class Ledger:
             self._batch.settled[:0] = batch.settled
 
     async def flush(self) -> None:
-        """Wait until every write handed in so far is committed."""
-        if not self._idle.is_set():
-            self._wake.set()  # now, not when a ride-along wait would end
-        await self._idle.wait()
+        """Wait until every write handed in so far is committed: not for those handed in meanwhile,
+        so a flush returns even while a busy gateway keeps the writer going without a pause."""
+        if self._idle.is_set():
+            return
+        if self._batch:  # it will be the next batch taken; now, not when a ride-along wait would end
+            number = self._taken + 1
+            self._wake.set()
+        else:  # only the batch being committed
+            number = self._taken
+        if number <= self._committed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((number, waiter))
+        await waiter
 
     async def close(self) -> None:
         """Flush, then stop the writer: nothing settled is lost on a graceful stop."""

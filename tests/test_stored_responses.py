@@ -2,6 +2,7 @@
 with item_reference, retrieval, deletion, input_items, keys kept apart, expiry, store: false."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import openai
@@ -256,3 +257,29 @@ async def test_thinking_comes_back_with_the_stored_conversation(gateway: Gateway
     replayed = gateway.fake.requests[-1].json["messages"][1]
     assert replayed["role"] == "assistant" and replayed["content"][0] == thinking
     assert gateway.fake.requests[-1].json["thinking"]["type"] == "enabled"
+
+
+async def test_a_read_after_a_write_does_not_wait_for_a_busy_writer_to_pause(gateway: Gateway) -> None:
+    """A response just kept is read back (previous_response_id) after the writer commits what was
+    handed in before the read: never after the writer first runs out of work, which a busy gateway
+    may never do."""
+    key = await gateway.create_key("alice")
+    ledger = gateway.app[LEDGER]
+    stop = asyncio.Event()
+
+    async def busy() -> None:  # writes arriving faster than commits end: the writer never idles
+        while not stop.is_set():
+            ledger.execute_soon([("UPDATE meta SET value = value WHERE name = 'keys_version'", ())])
+            await asyncio.sleep(0)
+
+    writes = asyncio.create_task(busy())
+    try:
+        async with client(gateway, key) as oa:
+            first = await oa.responses.create(model=MODEL, input="first")
+            async with asyncio.timeout(3):  # FLUSH_WAIT_S is 5: a wait for idleness would take that long
+                second = await oa.responses.create(model=MODEL, input="second", previous_response_id=first.id)
+        assert second.previous_response_id == first.id
+        assert len(gateway.fake.requests[-1].json["messages"]) == 3
+    finally:
+        stop.set()
+        await writes
