@@ -1,7 +1,8 @@
 """The checks a request passes before it goes upstream, in order; each refusal is a typed error.
 
-Order: key status, plan, model, max_tokens (max_tokens_to_send), client IP, the two windows, concurrency. Everything
-here reads in-memory state: no SQLite on the hot path, and the same cost whatever the history.
+Order: key status, plan, model, max_tokens (max_tokens_to_send), client IP, the two windows,
+concurrency. Everything here reads in-memory state: no SQLite on the hot path, and the same cost
+whatever the history.
 """
 from __future__ import annotations
 

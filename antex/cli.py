@@ -279,8 +279,8 @@ _OVER_CAP = {"lower": "larger requests lowered to it", "refuse": "larger request
 
 def _describe_limits(limits) -> str:
     return (f"{limits.credits_5h:g} credits / 5 h, {limits.credits_7d:g} credits / 7 d, models {', '.join(limits.models)}, "
-            f"max_tokens {limits.max_tokens} ({_OVER_CAP[limits.max_tokens_over]}), max_ips {limits.max_ips or 'unlimited'}, "
-            f"max_concurrent {limits.max_concurrent or 'unlimited'}")
+            f"max_tokens {limits.max_tokens} ({_OVER_CAP[limits.max_tokens_over]}), "
+            f"max_ips {limits.max_ips or 'unlimited'}, max_concurrent {limits.max_concurrent or 'unlimited'}")
 
 
 # catalogue
@@ -319,11 +319,13 @@ def _overshoot(plan, models) -> str:
 @click.option("--json", "as_json", is_flag=True, help="As JSON.")
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
-    """List the models served, their aliases, output limits, credit rates per million tokens and per server-tool use."""
+    """List the models served, their aliases, output limits, and credit rates per million tokens and
+    per server-tool use."""
     cfg = load_config(ctx)
     if as_json:
         click.echo(orjson.dumps([{"id": m.id, "display_name": m.display_name, "tier": m.tier, "aliases": m.aliases,
-                                  "max_output_tokens": m.max_output_tokens, "rates": m.rates.__dict__} for m in cfg.models.values()]))
+                                  "max_output_tokens": m.max_output_tokens, "rates": m.rates.__dict__}
+                                 for m in cfg.models.values()]))
         return
     for m in cfg.models.values():
         r = m.rates

@@ -43,7 +43,7 @@ class Model:
     aliases: tuple[str, ...]
     rates: Rates
     created_at: str  # release date, YYYY-MM-DD
-    max_output_tokens: int | None = None  # the model's own output limit; None: unknown, only the plan's cap applies
+    max_output_tokens: int | None = None  # the model's own output limit (None: unknown, the plan's cap alone)
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,11 @@ def _tier(value: str) -> str | None:
     return None if value in ("haiku", "sonnet", "opus") else 'must be "haiku", "sonnet" or "opus"'
 
 
+MAX_TOKENS_OVER = ("lower", "refuse")
+
+
 def _over_cap(value: str) -> str | None:
     return None if value in MAX_TOKENS_OVER else 'must be "lower" or "refuse"'
-
-
-MAX_TOKENS_OVER = ("lower", "refuse")
 
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -290,7 +290,8 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
     for section in document:
         if section not in ("server", "upstream", "quarantine", "responses", "models", "plans"):
             raise ConfigError(f"{source}: [{section}]: unknown section")
-    checked = {name: _section(document, name, name, source) for name in ("server", "upstream", "quarantine", "responses")}
+    checked = {name: _section(document, name, name, source)
+               for name in ("server", "upstream", "quarantine", "responses")}
     models = {
         model_id: _model(model_id, _section(document["models"], model_id, f'models."{model_id}"', source, "models.*"))
         for model_id in _table(document, "models", source)
