@@ -283,3 +283,19 @@ async def test_a_read_after_a_write_does_not_wait_for_a_busy_writer_to_pause(gat
     finally:
         stop.set()
         await writes
+
+
+async def test_a_continued_conversation_does_not_repeat_the_items_it_holds(gateway: Gateway) -> None:
+    """Some clients continue with previous_response_id and still refer to the earlier items: each
+    goes upstream once."""
+    key = await gateway.create_key("alice")
+    gateway.fake.queue(weather_call(), text_reply("Sunny."))
+    async with client(gateway, key) as oa:
+        first = await oa.responses.create(model=MODEL, input="Weather in Oslo?", tools=TOOLS)
+        (call,) = first.output
+        await oa.responses.create(model=MODEL, tools=TOOLS, previous_response_id=first.id, input=[
+            {"type": "item_reference", "id": call.id},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    messages = gateway.fake.requests[-1].json["messages"]
+    assert [message["role"] for message in messages] == ["user", "assistant", "user"]
+    assert [block["type"] for block in messages[1]["content"]] == ["tool_use"]

@@ -69,12 +69,17 @@ async def recall(request: web.Request, key: KeyRecord, body: dict) -> tuple[dict
 
 def _after(history: list[dict[str, Any]], input_value: object) -> object:
     """The stored conversation, then this request's input (a string is one user message; anything
-    but a list is left for the translation to refuse)."""
+    but a list is left for the translation to refuse). An input item the conversation already holds
+    (the same id, e.g. an item_reference to it) is not repeated: OpenAI refuses such duplicates,
+    and clients that continue with previous_response_id while referring to the items still send them."""
     if isinstance(input_value, str):
         return history + [{"type": "message", "role": "user", "content": input_value}]
     if input_value is None:
         return history
-    return history + input_value if isinstance(input_value, list) else input_value
+    if not isinstance(input_value, list):
+        return input_value
+    held = {item.get("id") for item in history} - {None}
+    return history + [item for item in input_value if not (isinstance(item, dict) and item.get("id") in held)]
 
 
 def keep(request: web.Request, key: KeyRecord, memo: Memo, final: dict) -> None:
