@@ -305,13 +305,17 @@ def _overshoot(plan, models) -> str:
     if not plan.max_concurrent:
         return ("no concurrency cap: nothing bounds how far requests in flight when a window fills take "
                 "a key past 100 % (set max_concurrent)")
-    priciest = max((m for m in models if plan.allows(m.id)), key=lambda m: m.rates.output, default=None)
+    def most_output(model) -> int:  # the plan's cap, or the model's own limit when that is lower
+        return min(plan.max_tokens, model.max_output_tokens or plan.max_tokens)
+
+    priciest = max((m for m in models if plan.allows(m.id)), key=lambda m: most_output(m) * m.rates.output, default=None)
     if priciest is None:
         return f"past 100 %: at most {plan.max_concurrent} requests in flight (the plan allows no configured model)"
-    output = plan.max_tokens * priciest.rates.output / 1_000_000
+    tokens = most_output(priciest)
+    output = tokens * priciest.rates.output / 1_000_000
     share = 100 * plan.max_concurrent * output / plan.credits_5h
     return (f"past 100 %: at most {plan.max_concurrent} requests in flight, each up to {output:g} credits of "
-            f"output ({plan.max_tokens} tokens of {priciest.id}) plus its input: {plan.max_concurrent * output:g} "
+            f"output ({tokens} tokens of {priciest.id}) plus its input: {plan.max_concurrent * output:g} "
             f"credits, {share:.0f} % of the 5-hour window, before input")
 
 

@@ -353,6 +353,8 @@ def test_plans_text_and_json(cfg: Path) -> None:
             "(64000 tokens of claude-opus-4-5) plus its input: 1280 credits, 64 % of the 5-hour window, "
             "before input") in text.splitlines()
     assert "no concurrency cap" not in text
+    # max's cap (128000) is over Opus 4.5's own limit (64000): the bound is Opus 4.6's
+    assert "each up to 320 credits of output (128000 tokens of claude-opus-4-6)" in text
     assert "max_tokens 32000 (larger requests lowered to it)" in text
     plans = orjson.loads(antex(cfg, "plans", "--json").stdout)
     assert plans["pro"] == {"credits_5h": 2000.0, "credits_7d": 20000.0, "models": ["claude-*"],
