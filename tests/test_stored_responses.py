@@ -9,6 +9,7 @@ import openai
 import orjson
 import pytest
 
+from antex import app as app_module
 from antex.appkeys import LEDGER, RESPONSES
 from tests.conftest import Gateway, GatewayFactory
 from tests.fake_replies import Reply, text_reply, tool_use_reply
@@ -299,3 +300,18 @@ async def test_a_continued_conversation_does_not_repeat_the_items_it_holds(gatew
     messages = gateway.fake.requests[-1].json["messages"]
     assert [message["role"] for message in messages] == ["user", "assistant", "user"]
     assert [block["type"] for block in messages[1]["content"]] == ["tool_use"]
+
+
+async def test_expired_responses_are_pruned_by_the_server_itself(make_gateway: GatewayFactory,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "PRUNE_EVERY_S", 0.05)
+    gateway = await make_gateway()
+    key = await gateway.create_key("alice")
+    async with client(gateway, key) as oa:
+        await oa.responses.create(model=MODEL, input="hi")
+    await gateway.flush()
+    assert stored_rows(gateway) == (1, 2)
+    gateway.clock.advance(RETENTION_S + 1)
+    async with asyncio.timeout(5):
+        while stored_rows(gateway) != (0, 0):
+            await asyncio.sleep(0.05)
