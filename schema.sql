@@ -123,3 +123,17 @@ CREATE TABLE response_items (
     PRIMARY KEY (response_id, position)
 ) WITHOUT ROWID;
 CREATE INDEX response_items_key_item ON response_items (key_id, item_id);
+-- Each key's stored responses and bytes, kept by triggers, so the per-key bounds are checked
+-- without counting rows.
+CREATE TABLE response_totals (
+    key_id    INTEGER PRIMARY KEY,
+    responses INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL
+);
+CREATE TRIGGER responses_counted AFTER INSERT ON responses BEGIN
+    INSERT INTO response_totals (key_id, responses, bytes) VALUES (new.key_id, 1, new.bytes)
+        ON CONFLICT (key_id) DO UPDATE SET responses = responses + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER responses_uncounted AFTER DELETE ON responses BEGIN
+    UPDATE response_totals SET responses = responses - 1, bytes = bytes - old.bytes WHERE key_id = old.key_id;
+END;

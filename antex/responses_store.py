@@ -1,5 +1,8 @@
 """Stored responses (POST /v1/responses with store): every query behind named methods.
 
+In SQLite's dialect (json_each, window functions, numbered parameters): another store (PostgreSQL)
+implements the same methods with its own.
+
 Reads go through the reader connection. Writes never touch SQLite on the request's path: they
 are handed to the ledger's single writer (antex/ledger.py), which commits them with the next batch
 of credit events, after the response has gone out. A read that misses waits for that writer once
@@ -31,12 +34,18 @@ INSERT_ITEM = ("INSERT INTO response_items (response_id, position, is_output, ke
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (response_id, position) DO NOTHING")
 TOUCH_CHAIN = ("UPDATE responses SET touched_at = MAX(touched_at, ?) "
                "WHERE key_id = ? AND id IN (SELECT value FROM json_each(?))")
-# Past the key's bounds, its oldest responses go (never the one just kept).
-EVICT_OVER_COUNT = ("DELETE FROM responses WHERE key_id = ? AND id != ? AND id IN ("
-                    "SELECT id FROM responses WHERE key_id = ? ORDER BY touched_at DESC, id DESC LIMIT -1 OFFSET ?)")
-EVICT_OVER_BYTES = ("DELETE FROM responses WHERE key_id = ? AND id != ? AND id IN (SELECT id FROM ("
-                    "SELECT id, SUM(bytes) OVER (ORDER BY touched_at DESC, id DESC) AS running "
-                    "FROM responses WHERE key_id = ?) WHERE running > ?)")
+# Past the key's bounds (response_totals, kept by triggers), its oldest response goes, never the one
+# just kept: one indexed step, run EVICT_PER_KEEP times per kept response, so a key's storage comes
+# back under its bounds as it grows (and EVICT_ALL, on each prune, takes whatever is left over).
+EVICT_OLDEST = ("DELETE FROM responses WHERE id = (SELECT r.id FROM responses r JOIN response_totals t "
+                "ON t.key_id = r.key_id WHERE r.key_id = ?1 AND r.id != ?2 AND (t.responses > ?3 OR t.bytes > ?4) "
+                "ORDER BY r.touched_at, r.id LIMIT 1)")
+EVICT_PER_KEEP = 2
+EVICT_ALL = ("DELETE FROM responses WHERE id IN (SELECT id FROM ("
+             "SELECT id, ROW_NUMBER() OVER newest AS n, SUM(bytes) OVER newest AS running FROM responses "
+             "WHERE key_id IN (SELECT key_id FROM response_totals WHERE responses > ?1 OR bytes > ?2) "
+             "WINDOW newest AS (PARTITION BY key_id ORDER BY touched_at DESC, id DESC)) "
+             "WHERE n > 1 AND (n > ?1 OR running > ?2))")
 DELETE_RESPONSE = "DELETE FROM responses WHERE key_id = ? AND id = ?"
 PRUNE = "DELETE FROM responses WHERE touched_at <= ?"
 LIVE = "key_id = ? AND touched_at > ?"
@@ -154,8 +163,8 @@ class ResponseStore:
         statements += [(INSERT_ITEM, row) for row in rows]
         if continues:
             statements.append((TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode())))
-        statements.append((EVICT_OVER_COUNT, (key_id, response_id, key_id, self.settings.max_per_key)))
-        statements.append((EVICT_OVER_BYTES, (key_id, response_id, key_id, self.settings.max_bytes_per_key)))
+        bounds = (key_id, response_id, self.settings.max_per_key, self.settings.max_bytes_per_key)
+        statements += [(EVICT_OLDEST, bounds)] * EVICT_PER_KEEP
         self.ledger.execute_soon(statements)
 
     async def delete(self, key_id: int, response_id: str) -> bool:
@@ -167,5 +176,6 @@ class ResponseStore:
         return True
 
     def prune(self) -> None:
-        """Drop every expired response (its items go with it)."""
-        self.ledger.execute(PRUNE, (self._horizon(),))
+        """Drop every expired response (its items go with it), and whatever keeps a key over its bounds."""
+        self.ledger.execute_soon([(PRUNE, (self._horizon(),)),
+                                  (EVICT_ALL, (self.settings.max_per_key, self.settings.max_bytes_per_key))])

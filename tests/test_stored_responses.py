@@ -10,7 +10,9 @@ import orjson
 import pytest
 
 from antex import app as app_module
-from antex.appkeys import LEDGER, RESPONSES
+from antex.appkeys import CLOCK, LEDGER, READER, RESPONSES
+from antex.config import ResponsesConfig
+from antex.responses_store import ResponseStore
 from tests.conftest import Gateway, GatewayFactory
 from tests.fake_replies import Reply, text_reply, tool_use_reply
 
@@ -315,3 +317,24 @@ async def test_expired_responses_are_pruned_by_the_server_itself(make_gateway: G
     async with asyncio.timeout(5):
         while stored_rows(gateway) != (0, 0):
             await asyncio.sleep(0.05)
+
+
+async def test_a_prune_brings_a_key_back_under_bounds_lowered_since(gateway: Gateway) -> None:
+    """Each kept response drops at most a couple of the oldest; a prune takes whatever is left over
+    (e.g. after the operator lowered the bounds)."""
+    key = await gateway.create_key("alice")
+    async with client(gateway, key) as oa:
+        made = []
+        for n in range(4):
+            made.append(await oa.responses.create(model=MODEL, input=f"turn {n}"))
+            gateway.clock.advance(1)
+    app = gateway.app
+    lowered = ResponsesConfig(RETENTION_S, max_per_key=1, max_bytes_per_key=10**9)
+    ResponseStore(app[READER].conn, app[LEDGER], lowered, app[CLOCK]).prune()
+    await gateway.flush()
+    db = sqlite3.connect(gateway.database)
+    try:
+        assert db.execute("SELECT id FROM responses").fetchall() == [(made[-1].id,)]
+        assert db.execute("SELECT responses FROM response_totals").fetchall() == [(1,)]
+    finally:
+        db.close()
