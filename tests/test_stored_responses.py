@@ -123,6 +123,7 @@ async def test_retrieve_input_items_and_delete(gateway: Gateway) -> None:
         with pytest.raises(openai.BadRequestError) as bad:
             await oa.responses.input_items.list("resp_x", limit=101)
     assert gone.value.body["type"] == "not_found_error" and made.id in gone.value.body["message"]
+    assert gone.value.body["message"].startswith(f"Response with id '{made.id}' not found")
     assert gone.value.body["param"] == "response_id"
     assert bad.value.body["param"] == "limit"
     await gateway.flush()
@@ -338,3 +339,16 @@ async def test_a_prune_brings_a_key_back_under_bounds_lowered_since(gateway: Gat
         assert db.execute("SELECT responses FROM response_totals").fetchall() == [(1,)]
     finally:
         db.close()
+
+
+async def test_a_conversation_missing_an_earlier_response_is_not_continued(gateway: Gateway) -> None:
+    key = await gateway.create_key("alice")
+    async with client(gateway, key) as oa:
+        first = await oa.responses.create(model=MODEL, input="one")
+        second = await oa.responses.create(model=MODEL, input="two", previous_response_id=first.id)
+        await oa.responses.delete(first.id)
+        assert (await oa.responses.retrieve(second.id)).id == second.id
+        with pytest.raises(openai.NotFoundError) as refused:
+            await oa.responses.create(model=MODEL, input="three", previous_response_id=second.id)
+    assert refused.value.body["message"].startswith(f"Response with id '{second.id}', or one it continues, not found")
+    assert len(gateway.fake.requests) == 2

@@ -61,7 +61,7 @@ async def recall(request: web.Request, key: KeyRecord, body: dict) -> tuple[dict
     if previous:
         conversation = await responses.conversation(key.id, previous)
         if conversation is None:
-            raise _response_not_found(previous, "previous_response_id")
+            raise _response_not_found(previous, "previous_response_id", continued=True)
         continues = conversation.response_ids
         expanded["input"] = _after(conversation.items, input_value)
     return expanded, Memo(input_value, continues) if store else None
@@ -117,9 +117,10 @@ def _caller(request: web.Request) -> KeyRecord:
     return key
 
 
-def _response_not_found(response_id: str, param: str) -> AntexError:
-    return AntexError("not_found_error", f"Response with id {response_id!r} not found: it was never stored for this "
-                      f"key (\"store\": false keeps nothing), or was deleted or expired.", param=param)
+def _response_not_found(response_id: str, param: str, *, continued: bool = False) -> AntexError:
+    which = f"Response with id {response_id!r}" + (", or one it continues," if continued else "")
+    return AntexError("not_found_error", f"{which} not found: it was never stored for this key (\"store\": false "
+                      f"keeps nothing), or was deleted or expired.", param=param)
 
 
 async def get_response(request: web.Request) -> web.Response:
