@@ -28,7 +28,9 @@ class Rates:
     cache_write_5m: float
     cache_write_1h: float
     cache_read: float
-    web_search: float = 0.0  # per search (usage.server_tool_use.web_search_requests)
+    # Per use; a model table that names neither (an operator's own model) is charged Anthropic's
+    # published prices at the shipped scale of one credit per cent: $10 per 1,000 searches, fetches free.
+    web_search: float = 1.0  # per search (usage.server_tool_use.web_search_requests)
     web_fetch: float = 0.0  # per fetch (usage.server_tool_use.web_fetch_requests)
 
 
@@ -246,7 +248,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     },
 }
 # Settings a table may leave out (an operator's own model or plan written before they existed).
-OPTIONAL = {"max_output_tokens", "max_tokens_over"}
+OPTIONAL = {"max_output_tokens", "max_tokens_over", "web_search", "web_fetch"}
 
 
 def default_document() -> dict[str, Any]:
@@ -361,7 +363,7 @@ def _strings(value: list[Any], where: str, source: str) -> tuple[str, ...]:
 
 
 def _model(model_id: str, table: dict[str, Any]) -> Model:
-    rates = Rates(**{k: float(table[k]) for k in RATE_FIELDS})
+    rates = Rates(**{k: float(table[k]) for k in RATE_FIELDS if k in table})
     return Model(model_id, table["display_name"], table["tier"], tuple(table["aliases"]), rates, table["created_at"],
                  table.get("max_output_tokens"))
 

@@ -244,8 +244,9 @@ def test_the_starter_plan_keeps_to_haiku_and_sonnet() -> None:
 
 
 def test_a_model_or_plan_of_ones_own_may_leave_out_the_newer_settings(tmp_path: Path) -> None:
-    """Files written before max_output_tokens and max_tokens_over existed still load (the model's
-    output limit is then unknown: the plan's cap alone applies)."""
+    """Files written before max_output_tokens, max_tokens_over and the server-tool rates existed
+    still load (the model's output limit is then unknown: the plan's cap alone applies; server
+    tools are charged Anthropic's published prices)."""
     config = load(write(tmp_path, """
 [models."claude-next"]
 created_at = "2026-06-01"
@@ -257,8 +258,6 @@ output = 1500
 cache_write_5m = 375
 cache_write_1h = 600
 cache_read = 30
-web_search = 1
-web_fetch = 0
 
 [plans.team]
 credits_5h = 1
@@ -272,5 +271,6 @@ max_concurrent = 0
 retention = "90m"
 """))
     assert config.models["claude-next"].max_output_tokens is None
+    assert (config.models["claude-next"].rates.web_search, config.models["claude-next"].rates.web_fetch) == (1.0, 0.0)
     assert config.plans["team"].max_tokens_over == "lower"
     assert config.responses.retention_s == 5400
