@@ -137,3 +137,7 @@ END;
 CREATE TRIGGER responses_uncounted AFTER DELETE ON responses BEGIN
     UPDATE response_totals SET responses = responses - 1, bytes = bytes - old.bytes WHERE key_id = old.key_id;
 END;
+
+-- migration 6: upstream pool
+-- Which upstream of the pool answered each metered request (NULL: none did, or before the pool).
+ALTER TABLE events ADD COLUMN upstream TEXT;

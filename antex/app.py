@@ -10,20 +10,21 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
-from antex import store, upstream
+from antex import http_client, store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, READER, RELAYS, REQUEST_ID,
-                           RESPONSES, STARTED, STOPPING, UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ADMISSION, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS,
+                           REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
 from antex.journal import Journal
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
+from antex.upstream.pool import Pool, Upstream
 from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
 
 log = logging.getLogger("antex")
@@ -33,17 +34,21 @@ RESPONSES_PATH = "/v1/responses"
 PRUNE_EVERY_S = 60.0  # expired stored responses are dropped this often
 
 
-def make_app(config: Config, *, upstream_key: str, clock: Callable[[], float] = time.time) -> web.Application:
+def make_app(config: Config, *, upstream_key: str | Mapping[str, str],
+             clock: Callable[[], float] = time.time) -> web.Application:
+    """`upstream_key`: each upstream's key by name (one string: the key of every upstream)."""
     # Bodies are read by the handlers with their own limit (see routes/body.py), so aiohttp's is off.
     app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes + 1,
                           handler_args={"max_field_size": 64 * 1024, "max_line_size": 16 * 1024})
     app[CONFIG] = config
-    app[UPSTREAM_KEY] = upstream_key
+    names = [entry.name for entry in config.upstreams]
+    app[UPSTREAM_KEYS] = dict.fromkeys(names, upstream_key) if isinstance(upstream_key, str) else \
+        {name: upstream_key[name] for name in names}
     app[CLOCK] = clock
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(stored_responses)
     app.cleanup_ctx.append(key_watcher)
-    app.cleanup_ctx.append(upstream_client)
+    app.cleanup_ctx.append(upstream_pool)
     app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
     app.on_response_prepare.append(add_gateway_headers)
     app.on_shutdown.append(stopping)
@@ -134,10 +139,18 @@ async def key_watcher(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def upstream_client(app: web.Application) -> AsyncIterator[None]:
-    client = app[CLIENT] = upstream.session(app[CONFIG].upstream)
+async def upstream_pool(app: web.Application) -> AsyncIterator[None]:
+    """The upstreams, each with its own keep-alive connections, reused across every request."""
+    settings = app[CONFIG].upstream
+    upstreams = []
+    for entry in app[CONFIG].upstreams:
+        client = http_client.Client(entry.base_url, connect_timeout_s=settings.connect_timeout_s,
+                                    idle_timeout_s=settings.idle_timeout_s)
+        upstreams.append(Upstream(entry, app[UPSTREAM_KEYS][entry.name], client))
+    app[POOL] = Pool(upstreams)
     yield
-    await client.close()
+    for upstream in upstreams:
+        await upstream.client.close()
 
 
 def new_request_id() -> str:
@@ -186,11 +199,12 @@ async def add_gateway_headers(request: web.Request, response: web.StreamResponse
     if not path.startswith("/v1/"):
         return
     headers = response.headers
-    upstream_key = request.app[UPSTREAM_KEY]
-    if upstream_key and upstream_key in "\n".join(headers.values()):  # one scan in C; rarely true
-        for name, value in list(headers.items()):
-            if upstream_key in value:  # an upstream header echoing the operator's key
-                del headers[name]
+    values = "\n".join(headers.values())
+    for upstream_key in request.app[UPSTREAM_KEYS].values():
+        if upstream_key and upstream_key in values:  # one scan in C; rarely true
+            for name, value in list(headers.items()):
+                if upstream_key in value:  # an upstream header echoing an operator's key
+                    del headers[name]
     key = request.get(KEY)
     if key is not None and UNIFIED_STATUS not in headers:  # a 429 carries its own
         windows = request.get(WINDOWS) or _windows_now(request.app, key)

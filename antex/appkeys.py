@@ -9,20 +9,20 @@ from aiohttp import web
 from antex.admission import Admission
 from antex.auth import KeyCache, KeyRecord
 from antex.config import Config
-from antex.http_client import Client
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
 from antex.store import Store
+from antex.upstream.pool import Pool, Upstream
 
 CONFIG = web.AppKey("config", Config)
-UPSTREAM_KEY = web.AppKey("upstream_key", str)
+UPSTREAM_KEYS = web.AppKey("upstream_keys", dict)  # upstream name -> its key (from the environment)
 CLOCK = web.AppKey("clock", Callable)
 READER = web.AppKey("reader", Store)
 LEDGER = web.AppKey("ledger", Ledger)
 KEYS = web.AppKey("keys", KeyCache)
 RESPONSES = web.AppKey("responses", ResponseStore)  # stored responses of POST /v1/responses
 ADMISSION = web.AppKey("admission", Admission)
-CLIENT = web.AppKey("client", Client)
+POOL = web.AppKey("pool", Pool)  # the upstreams, their connections and health
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 
@@ -33,3 +33,4 @@ UPSTREAM_S = web.RequestKey("upstream_s", float)  # seconds waiting on the upstr
 KEY = web.RequestKey("key", KeyRecord)  # the caller's key, once authenticated
 WINDOWS = web.RequestKey("windows", tuple)  # the caller's window states, once admitted
 MAX_TOKENS_SENT = web.RequestKey("max_tokens_sent", int)  # set when max_tokens was lowered to the plan's cap
+UPSTREAM = web.RequestKey("upstream", Upstream)  # the upstream that answered

@@ -89,16 +89,26 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from antex.journal import DatabaseInUse
 
     cfg = load_config(ctx)
-    upstream_key = os.environ.get(cfg.upstream.api_key_env, "").strip()
-    if not upstream_key:
-        raise click.ClickException(
-            f"No upstream API key: set the environment variable {cfg.upstream.api_key_env} to your Anthropic API key "
-            f"(the name comes from [upstream] api_key_env).")
+    keys = upstream_keys(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server.serve(cfg, upstream_key, host=host or cfg.server.host, port=cfg.server.port if port is None else port)
+        server.serve(cfg, keys, host=host or cfg.server.host, port=cfg.server.port if port is None else port)
     except DatabaseInUse as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def upstream_keys(cfg: Config) -> dict[str, str]:
+    """Each upstream's key, read from the variable its entry names; a missing one stops the start."""
+    keys = {}
+    for entry in cfg.upstreams:
+        key = os.environ.get(entry.api_key_env, "").strip()
+        if not key:
+            where = "[upstream] api_key_env" if entry.name == "main" else f'[[upstreams]] "{entry.name}" api_key_env'
+            raise click.ClickException(
+                f"No upstream API key: set the environment variable {entry.api_key_env} to your Anthropic API key "
+                f"(the name comes from {where}).")
+        keys[entry.name] = key
+    return keys
 
 
 # keys
@@ -435,7 +445,8 @@ def events(ctx: click.Context, key_ref: str | None, since: str | None, as_json: 
     since_ts = parse_since(since, time.time()) if since else None
     columns = ["id", "time", "key_name", "key_id", "model", "endpoint", "input_tokens", "output_tokens",
                "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
-               "web_fetch_requests", "credits", "request_id", "outcome"]
+               "web_fetch_requests", "credits", "request_id", "outcome",
+               "upstream"]
 
     async def export(s: Store) -> None:
         key_id = _one_key(key_ref, await s.find_keys(key_ref)).id if key_ref else None

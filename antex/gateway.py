@@ -15,8 +15,8 @@ import orjson
 from aiohttp import web
 
 from antex.admission import Ticket, max_tokens_to_send
-from antex.appkeys import (ADMISSION, CLIENT, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, RELAYS, REQUEST_ID,
-                           STOPPING, UPSTREAM_KEY, UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ADMISSION, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, RELAYS, REQUEST_ID,
+                           STOPPING, UPSTREAM, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, request_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
@@ -24,7 +24,9 @@ from antex.errors import AntexError
 from antex.ledger import Charge, KeyState
 from antex.sse import UsageMeter
 from antex.translate.request import MIN_THINKING_BUDGET_TOKENS
-from antex import http_client, upstream
+from antex import http_client
+from antex.upstream import failover
+from antex.upstream.pool import conversation_of
 
 log = logging.getLogger("antex.gateway")
 
@@ -202,16 +204,22 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, endpoint:
     return call
 
 
-async def open_upstream(request: web.Request, path: str, body: bytes) -> http_client.Response:
-    """POST `body` to the upstream `path` (with the client's query string, as sent) using the operator's key."""
+async def open_upstream(request: web.Request, path: str, body: bytes, model: Model, *, client_body: dict | None = None,
+                        stream: bool = False) -> http_client.Response:
+    """POST `body` to the upstream `path` (with the client's query string, as sent) on the pool's
+    choice for this conversation, failing over before the first byte (antex/upstream/failover.py)."""
     app = request.app
     query = request.rel_url.raw_query_string
     if query:
         path += "?" + query
-    headers = upstream.request_headers(request.headers, app[UPSTREAM_KEY])
+    pool = app[POOL]
+    conversation = None
+    if len(pool.serving(model.id)) > 1:  # one upstream: nothing to choose, nothing to hash
+        conversation = conversation_of(request[KEY].id, request.headers, client_body)
     started = time.perf_counter()
     try:
-        response = await upstream.send(app[CLIENT], path, headers, body)
+        request[UPSTREAM], response = await failover.send(pool, app[CONFIG].upstream, request.headers, path, body, model,
+                                                          conversation, watch_first_event=stream)
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
     request_id = response.headers.get("request-id")
@@ -231,7 +239,7 @@ async def read_upstream(request: web.Request, response: http_client.Response) ->
         raise AntexError("bad_gateway", "The upstream API broke off its answer. Try again.") from None
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
-    upstream_key = request.app[UPSTREAM_KEY]
+    upstream_key = request[UPSTREAM].key
     if response.status >= 400 and upstream_key:  # an error body may echo the credentials it was sent
         payload = payload.replace(upstream_key.encode(), b"[redacted]")
     return payload
@@ -280,6 +288,7 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
         micro_credits=micro_credits(usage, call.model.rates),
         request_id=request.get(REQUEST_ID),
         outcome=outcome,
+        upstream=upstream.name if (upstream := request.get(UPSTREAM)) is not None else None,
     )
     app[LEDGER].charge(call.state, charge, call.journal_id)
 

@@ -65,6 +65,10 @@ class Client:
         self._addresses_until = 0.0  # ...good until then
         self._lookup: asyncio.Future | None = None  # the lookup in progress, shared by every connect
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._busy)
+
     async def post(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> "Response":
         """Send `body` to base path + `path` (which may carry a query string); returns once the
         answer's head arrived. The caller reads the body and must close the Response."""
@@ -211,6 +215,23 @@ class Response:
         async for chunk in self.iter_chunks():
             parts.append(chunk)
         return b"".join(parts)
+
+    async def peek(self) -> bytes:
+        """The body received so far, waiting for its first bytes; iter_chunks still yields them."""
+        chunks = self._chunks
+        while not chunks and self._error is None and not self._done:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._error is not None and not chunks:
+            raise self._error
+        if len(chunks) > 1:
+            joined = b"".join(chunks)
+            chunks.clear()
+            chunks.append(joined)
+        return chunks[0] if chunks else b""
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: each time, everything received since the last one."""

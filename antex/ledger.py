@@ -60,12 +60,14 @@ class Charge(NamedTuple):
     request_id: str | None
     outcome: str  # complete, client_disconnected, upstream_error, interrupted
     estimated: bool = False  # no usage was ever seen: tokens guessed from the request
+    upstream: str | None = None  # the pool member that answered
 
     def row(self) -> tuple:
         u = self.usage
         return (self.key_id, self.ts, self.model, self.endpoint, u.input_tokens, u.output_tokens,
                 u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, self.micro_credits,
-                self.request_id, self.outcome, int(self.estimated), u.web_search_requests, u.web_fetch_requests)
+                self.request_id, self.outcome, int(self.estimated), u.web_search_requests, u.web_fetch_requests,
+                self.upstream)
 
 
 @dataclass

@@ -22,23 +22,24 @@ log = logging.getLogger("antex")
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def serve(config: Config, upstream_key: str, *, host: str, port: int) -> None:
+def serve(config: Config, upstream_keys: dict[str, str], *, host: str, port: int) -> None:
     try:
         import uvloop  # optional extra: antex[fast]
     except ImportError:
         loop_factory = None
     else:
         loop_factory = uvloop.new_event_loop
-    app = server_app(config, upstream_key)
-    log.info("Antex serving %s on http://%s:%d (database %s)", config.upstream.base_url, host, port, config.server.database)
+    app = server_app(config, upstream_keys)
+    upstreams = ", ".join(f"{entry.name} ({entry.base_url})" for entry in config.upstreams)
+    log.info("Antex serving %s on http://%s:%d (database %s)", upstreams, host, port, config.server.database)
     web.run_app(app, host=host, port=port, shutdown_timeout=config.server.shutdown_grace_s, access_log=None,
                 print=lambda line: log.info(line.strip()), loop=loop_factory() if loop_factory else None,
                 handle_signals=True)
 
 
-def server_app(config: Config, upstream_key: str) -> web.Application:
+def server_app(config: Config, upstream_keys: dict[str, str]) -> web.Application:
     """The app as `antex serve` runs it: tuned for a long-lived process of its own."""
-    app = make_app(config, upstream_key=upstream_key)
+    app = make_app(config, upstream_key=upstream_keys)
     app.on_startup.append(tune_gc)  # after every cleanup_ctx has started: the keys and the ledger are loaded
     return app
 

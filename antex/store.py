@@ -104,7 +104,7 @@ KEY_COLUMNS = "id, name, prefix, hash, plan, limits, status, status_reason, crea
 
 EVENT_COLUMNS = ("key_id", "ts", "model", "endpoint", "input_tokens", "output_tokens", "cache_write_5m_tokens",
                  "cache_write_1h_tokens", "cache_read_tokens", "micro_credits", "request_id", "outcome", "estimated",
-                 "web_search_requests", "web_fetch_requests")
+                 "web_search_requests", "web_fetch_requests", "upstream")
 INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 SETTLE_JOURNAL = "UPDATE journal_settled SET ids = ? WHERE id = 1"
 CHARGES_SINCE = "SELECT ts, micro_credits FROM events WHERE key_id = ? AND ts > ? ORDER BY ts"

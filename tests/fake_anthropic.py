@@ -171,6 +171,10 @@ class FakeAnthropic:
         self.url: str | None = None  # set by start()
         self._replies: deque[Reply] = deque()
         self._runner: web.AppRunner | None = None
+        # Pool tests: every /v1/messages answered 529 while `overloaded`; a model whose ID holds a
+        # key of `rate_limited` gets 429 with that many seconds as retry-after.
+        self.overloaded = False
+        self.rate_limited: dict[str, float] = {}
 
     def queue(self, *replies: Reply) -> None:
         """Script the next answers, consumed first in, first out, before falling back to default."""
@@ -280,7 +284,9 @@ class FakeAnthropic:
         if (invalid := self._invalid(request)) is not None:
             return invalid
         self.served += 1
-        reply = self._replies.popleft() if self._replies else self._unscripted()
+        reply = self._pool_signal(str(request[REQUEST_JSON].get("model")))
+        if reply is None:
+            reply = self._replies.popleft() if self._replies else self._unscripted()
         if reply.error_type is not None:
             body = reply.error_body(request[REQUEST_ID])
             response = web.Response(status=reply.status, body=body, content_type="application/json")
@@ -298,6 +304,16 @@ class FakeAnthropic:
         except asyncio.CancelledError:  # the client left and aiohttp cancelled us
             self.disconnects += 1
             raise
+
+    def _pool_signal(self, model: str) -> Reply | None:
+        """A 529 storm or a per-family 429, as set on the instance (None: answer as usual)."""
+        if self.overloaded:
+            return error_reply(529, "overloaded_error", "Overloaded")
+        for family, retry_after_s in self.rate_limited.items():
+            if family in model:
+                return error_reply(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute "
+                                   "rate limit", headers={"retry-after": f"{retry_after_s:g}"})
+        return None
 
     def _unscripted(self) -> Reply:
         """The default reply, or with probability `faults` one of the ways upstreams fail."""

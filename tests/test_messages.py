@@ -8,7 +8,7 @@ import pytest
 from aiohttp import ClientSession
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from antex import upstream
+from antex.upstream import headers as upstream
 from tests.conftest import Gateway, sample_body
 from tests.fake_replies import text_reply, tool_use_reply
 

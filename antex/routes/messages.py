@@ -9,12 +9,13 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from antex import gateway, http_client, upstream
+from antex import gateway, http_client
 from antex.appkeys import ADMISSION
 from antex.errors import AntexError
 from antex.relay import PassThrough, relay_stream
 from antex.routes import expect
 from antex.sse import UsageMeter
+from antex.upstream.headers import response_headers
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
@@ -46,12 +47,12 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     call = await gateway.admit(request, key, model=model, endpoint=MESSAGES, body_bytes=len(raw))
     try:
         raw = gateway.upstream_body(raw, body, call.model, max_tokens)
-        response = await gateway.open_upstream(request, MESSAGES, raw)
+        response = await gateway.open_upstream(request, MESSAGES, raw, call.model, client_body=body, stream=stream)
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise
     if stream and response.status == 200 and _is_event_stream(response):
-        relay = relay_stream(request, response, call, PassThrough(call.meter(request)), upstream.response_headers(response.headers))
+        relay = relay_stream(request, response, call, PassThrough(call.meter(request)), response_headers(response.headers))
         return await gateway.survive_disconnect(request, relay)
     meter = UsageMeter()
     outcome = "upstream_error"
@@ -62,7 +63,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
             meter.usage = _usage_of(payload)
             meter.finished = True
             outcome = "complete"
-        return web.Response(status=response.status, body=payload, headers=upstream.response_headers(response.headers))
+        return web.Response(status=response.status, body=payload, headers=response_headers(response.headers))
     finally:
         gateway.settle(request, call, meter, outcome)
 
@@ -89,7 +90,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     model = gateway.resolve(request, key, gateway.field(body, "model", str, what="a string naming a model"))
     await gateway.check_ip(request, key)
     raw = gateway.upstream_body(raw, body, model)
-    response = await gateway.open_upstream(request, COUNT_TOKENS, raw)
+    response = await gateway.open_upstream(request, COUNT_TOKENS, raw, model, client_body=body)
     async with response:
         payload = await gateway.read_upstream(request, response)
-        return web.Response(status=response.status, body=payload, headers=upstream.response_headers(response.headers))
+        return web.Response(status=response.status, body=payload, headers=response_headers(response.headers))

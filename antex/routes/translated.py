@@ -65,7 +65,7 @@ async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     upstream_body = orjson.dumps(anthropic)
     call = await gateway.admit(request, key, model=model, endpoint=door.endpoint, body_bytes=len(upstream_body))
     try:
-        response = await gateway.open_upstream(request, MESSAGES, upstream_body)
+        response = await gateway.open_upstream(request, MESSAGES, upstream_body, model, client_body=body, stream=stream)
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise

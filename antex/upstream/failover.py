@@ -1,0 +1,106 @@
+"""Send a request to the pool: the chosen upstream first, the next one when it fails before the
+answer's first byte reached the client, within `max_attempts` and `failover_deadline_s`.
+
+What moves a request on: no connection (refused, reset, DNS or TLS failure, a stall before the
+head), a 5xx, 529 or 429, a 401/403 (that upstream's key), or a stream whose first event is an
+`error` event. Whatever the attempts, the caller gets one answer and charges once. When nothing
+was left to try, the last answer goes back as it came (its own status and error body), or, with
+no answer at all, a clear Anthropic-shaped error; when every upstream for the model is cooling
+down before the first attempt, `overloaded_error` with the soonest recovery as `retry-after`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Mapping
+
+from antex import http_client
+from antex.config import Model, UpstreamConfig
+from antex.errors import AntexError
+from antex.upstream.headers import request_headers
+from antex.upstream.pool import Pool, Upstream
+
+log = logging.getLogger("antex.upstream")
+
+RETRYABLE = frozenset({401, 403, 429})  # and every status >= 500
+ERROR_EVENT = (b"event: error", b"event:error")
+
+
+async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str, str], path: str, body: bytes,
+               model: Model, conversation: bytes | None, *, watch_first_event: bool
+               ) -> tuple[Upstream, http_client.Response]:
+    """(the upstream that answered, its answer, head received); see the module docstring."""
+    family = model.tier
+    now = time.time()
+    candidates = pool.choose(model.id, family, conversation, now)
+    if not candidates:
+        raise overloaded(pool.retry_after_s(model.id, family, now))
+    deadline = asyncio.get_running_loop().time() + settings.failover_deadline_s
+    last: tuple[Upstream, http_client.Response] | None = None
+    failure: AntexError | None = None
+    watch_first_event = watch_first_event and len(candidates) > 1
+    for attempt, upstream in enumerate(candidates[:settings.max_attempts]):
+        if attempt and asyncio.get_running_loop().time() > deadline:
+            break
+        try:
+            response = await upstream.client.post(path, request_headers(client_headers, upstream.key), body)
+            status = response.status
+            if watch_first_event and status == 200 and await _opens_with_error(response):
+                status = 529 if b"overloaded_error" in await response.peek() else 500
+        except (TimeoutError, http_client.UpstreamError) as exc:
+            pool.failed(upstream, family, _describe(exc), time.time())
+            failure = _as_error(upstream, exc)
+            continue
+        pool.answered(upstream, family, status, response.headers, time.time())
+        if status in RETRYABLE or status >= 500:
+            if last is not None:
+                last[1].close()
+            last = upstream, response
+            if len(candidates) > 1:
+                log.info("upstream %s answered %d; trying the next one", upstream.name, status)
+            continue
+        if last is not None:
+            last[1].close()
+        if conversation is not None and len(candidates) > 1:
+            pool.bind(conversation, upstream, time.time())
+        return upstream, response
+    if last is not None:
+        return last
+    now = time.time()
+    serving = pool.serving(model.id)
+    if len(serving) > 1 and not any(upstream.available(family, now) for upstream in serving):
+        raise overloaded(pool.retry_after_s(model.id, family, now))
+    raise failure or overloaded(1)
+
+
+async def _opens_with_error(response: http_client.Response) -> bool:
+    """Whether a stream's first event is `event: error` (nothing has reached the client yet)."""
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        return False
+    return (await response.peek()).lstrip().startswith(ERROR_EVENT)
+
+
+def overloaded(retry_after_s: int) -> AntexError:
+    return AntexError("overloaded_error", f"Every upstream that serves this model is busy or cooling down. "
+                      f"Try again in {retry_after_s} seconds.", headers={"retry-after": str(retry_after_s)})
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _as_error(upstream: Upstream, exc: BaseException) -> AntexError:
+    """An upstream that could not be used, as a clear Anthropic-shaped 5xx (logged once here)."""
+    if isinstance(exc, TimeoutError):
+        return AntexError("timeout_error", "The upstream API did not answer in time. Try again shortly.")
+    if isinstance(exc, http_client.TLSFailed):
+        log.warning("upstream %s TLS failure: %s", upstream.name, exc)
+        return AntexError("bad_gateway", "Could not establish a secure connection to the upstream API. The operator should check the upstream URL.")
+    if isinstance(exc, http_client.ConnectFailed):
+        log.warning("upstream %s unreachable: %s", upstream.name, exc)
+        return AntexError("bad_gateway", "Could not reach the upstream API. Try again shortly; if it persists, tell the operator.")
+    log.warning("upstream %s request failed: %s", upstream.name, exc)
+    return AntexError("bad_gateway", "The request to the upstream API failed. Try again shortly.")
