@@ -219,7 +219,7 @@ async def open_upstream(request: web.Request, path: str, body: bytes, model: Mod
     started = time.perf_counter()
     try:
         request[UPSTREAM], response = await failover.send(pool, app[CONFIG].upstream, request.headers, path, body, model,
-                                                          conversation, watch_first_event=stream)
+                                                          conversation, watch_first_event=stream, clock=app[CLOCK])
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
     request_id = response.headers.get("request-id")

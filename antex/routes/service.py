@@ -1,8 +1,10 @@
 """Unauthenticated housekeeping: liveness, and cheap answers to what Claude Code sends besides the API."""
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
+from antex.appkeys import CLOCK, POOL
 from antex.routes import expect
 
 HEALTHY = b'{"status":"ok"}'
@@ -11,12 +13,19 @@ HEALTHY = b'{"status":"ok"}'
 def setup(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, expect_handler=expect)
     # Claude Code preconnects with HEAD /api/hello on its base URL, often, in bursts.
-    app.router.add_get("/api/hello", healthz, expect_handler=expect)
+    app.router.add_get("/api/hello", hello, expect_handler=expect)
     # Claude Code posts telemetry batches to its base URL; accept and drop them, never an error storm.
     app.router.add_post("/api/event_logging/batch", discard, expect_handler=expect)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness, and each upstream's state: ok, cooling (until when, which model families) or down."""
+    upstreams = request.app[POOL].states(request.app[CLOCK]())
+    status = "ok" if all(upstream["state"] == "ok" for upstream in upstreams) else "degraded"
+    return web.Response(body=orjson.dumps({"status": status, "upstreams": upstreams}), content_type="application/json")
+
+
+async def hello(request: web.Request) -> web.Response:
     return web.Response(body=HEALTHY, content_type="application/json")
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 from antex import http_client
 from antex.config import Model, UpstreamConfig
@@ -28,11 +27,11 @@ ERROR_EVENT = (b"event: error", b"event:error")
 
 
 async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str, str], path: str, body: bytes,
-               model: Model, conversation: bytes | None, *, watch_first_event: bool
+               model: Model, conversation: bytes | None, *, watch_first_event: bool, clock: Callable[[], float]
                ) -> tuple[Upstream, http_client.Response]:
     """(the upstream that answered, its answer, head received); see the module docstring."""
     family = model.tier
-    now = time.time()
+    now = clock()
     candidates = pool.choose(model.id, family, conversation, now)
     if not candidates:
         raise overloaded(pool.retry_after_s(model.id, family, now))
@@ -49,10 +48,10 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
             if watch_first_event and status == 200 and await _opens_with_error(response):
                 status = 529 if b"overloaded_error" in await response.peek() else 500
         except (TimeoutError, http_client.UpstreamError) as exc:
-            pool.failed(upstream, family, _describe(exc), time.time())
-            failure = _as_error(upstream, exc)
+            pool.failed(upstream, family, _describe(exc), clock())
+            failure = _as_error(exc)
             continue
-        pool.answered(upstream, family, status, response.headers, time.time())
+        pool.answered(upstream, family, status, response.headers, clock())
         if status in RETRYABLE or status >= 500:
             if last is not None:
                 last[1].close()
@@ -63,11 +62,11 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
         if last is not None:
             last[1].close()
         if conversation is not None and len(candidates) > 1:
-            pool.bind(conversation, upstream, time.time())
+            pool.bind(conversation, upstream, clock())
         return upstream, response
     if last is not None:
         return last
-    now = time.time()
+    now = clock()
     serving = pool.serving(model.id)
     if len(serving) > 1 and not any(upstream.available(family, now) for upstream in serving):
         raise overloaded(pool.retry_after_s(model.id, family, now))
@@ -92,15 +91,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _as_error(upstream: Upstream, exc: BaseException) -> AntexError:
-    """An upstream that could not be used, as a clear Anthropic-shaped 5xx (logged once here)."""
+def _as_error(exc: BaseException) -> AntexError:
+    """An upstream that could not be used, as a clear Anthropic-shaped 5xx (the pool logs the
+    state change once; not here, per request)."""
     if isinstance(exc, TimeoutError):
         return AntexError("timeout_error", "The upstream API did not answer in time. Try again shortly.")
     if isinstance(exc, http_client.TLSFailed):
-        log.warning("upstream %s TLS failure: %s", upstream.name, exc)
         return AntexError("bad_gateway", "Could not establish a secure connection to the upstream API. The operator should check the upstream URL.")
     if isinstance(exc, http_client.ConnectFailed):
-        log.warning("upstream %s unreachable: %s", upstream.name, exc)
         return AntexError("bad_gateway", "Could not reach the upstream API. Try again shortly; if it persists, tell the operator.")
-    log.warning("upstream %s request failed: %s", upstream.name, exc)
     return AntexError("bad_gateway", "The request to the upstream API failed. Try again shortly.")

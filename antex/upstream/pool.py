@@ -129,6 +129,9 @@ class Pool:
                 upstream.probing = True
         return ready
 
+    def states(self, now: float) -> list[dict]:
+        return [upstream.state(now) for upstream in self.upstreams]
+
     def retry_after_s(self, model_id: str, family: str, now: float) -> int:
         """Seconds until the first upstream for the model may be tried again (at least 1)."""
         soonest = min((u.recovers_at(family, now) for u in self.serving(model_id)), default=math.inf)

@@ -1,0 +1,237 @@
+"""Several upstreams end to end: fake Anthropic servers, each with its own key, that die, rate-limit
+one model family, or answer 529 storms; Antex in front, driven by real clients.
+
+The pool's clock is the app's (a FakeClock here): cooldowns last until the test moves time on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession
+from multidict import CIMultiDict
+
+from antex.app import make_app
+from antex.appkeys import KEYS
+from tests.conftest import ROOT, FakeClock, Gateway, build_config, insert_key, sample_body
+from tests.fake_anthropic import FakeAnthropic, text_reply
+from tests.processes import clean_env, stop
+
+
+@dataclass
+class Pool:
+    gateway: Gateway
+    fakes: dict[str, FakeAnthropic]
+    servers: dict[str, Any]
+    key: str
+
+    async def post(self, path: str = "/v1/messages", body: dict | None = None, headers: dict | None = None
+                   ) -> tuple[int, dict, bytes]:
+        async with ClientSession() as http:
+            async with http.post(self.gateway.url + path, json=body or sample_body(),
+                                 headers={"x-api-key": self.key, **(headers or {})}) as resp:
+                return resp.status, CIMultiDict(resp.headers), await resp.read()
+
+    async def answered_by(self) -> list[str]:
+        return [event["upstream"] for event in await self.gateway.events()]
+
+
+def entry(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "base_url": url, "api_key_env": f"KEY_{name.upper()}", **extra}
+
+
+@pytest.fixture
+async def make_pool(aiohttp_server, tmp_path: Path, clock: FakeClock):
+    async def start(names: tuple[str, ...] = ("a", "b", "c"), urls: dict[str, str] | None = None,
+                    keys: dict[str, str] | None = None, **entry_options: dict[str, Any]) -> Pool:
+        fakes, servers, entries = {}, {}, []
+        for name in names:
+            if urls and name in urls:
+                url = urls[name]
+            else:
+                fakes[name] = FakeAnthropic(f"sk-ant-{name}-key")
+                servers[name] = await aiohttp_server(fakes[name].app())
+                url = str(servers[name].make_url("")).rstrip("/")
+            entries.append(entry(name, url, **entry_options.get(name, {})))
+        config = build_config(tmp_path / "antex.db", "http://unused.invalid", upstreams=entries)
+        upstream_keys = {name: f"sk-ant-{name}-key" for name in names} | (keys or {})
+        app = make_app(config, upstream_key=upstream_keys, clock=clock)
+        server = await aiohttp_server(app)
+        gateway = Gateway(app, str(server.make_url("")).rstrip("/"), config, None, clock)
+        key = await insert_key(config.server.database, "alice", "pro", {"max_concurrent": 0})
+        await app[KEYS].refresh()
+        return Pool(gateway, fakes, servers, key)
+
+    return start
+
+
+def fake_process(api_key: str) -> tuple[subprocess.Popen, str]:
+    """A fake Anthropic in its own process, to be killed for real."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_anthropic", "--port", "0", "--api-key", api_key],
+                            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), line
+    return proc, line.split()[-1]
+
+
+OPUS = "claude-opus-4-6"
+
+
+async def test_three_upstreams_one_killed_one_429_one_529_storm_clients_see_no_error(make_pool) -> None:
+    proc, url = fake_process("sk-ant-a-key")
+    try:
+        pool = await make_pool(urls={"a": url})
+        b, c = pool.fakes["b"], pool.fakes["c"]
+        b.rate_limited = {"opus": 60}  # b: Opus limit reached, Sonnet fine
+        c.overloaded = True  # c: a 529 storm
+        bodies = [sample_body(model=OPUS if n % 2 else "claude-sonnet-4-6", stream=n % 3 == 0) for n in range(40)]
+        results = await asyncio.gather(*(pool.post(body=body) for body in bodies))
+        assert [status for status, _, _ in results] == [200] * 40, [r[2][:200] for r in results if r[0] != 200]
+        assert c.served >= 1  # the storm was met, and routed around
+
+        # The storm ends; time passes (c's cooldown is over, b's Opus limit is not); a dies mid-load.
+        c.overloaded = False
+        pool.gateway.clock.advance(35)
+
+        async def kill_soon() -> None:
+            await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+
+        bodies = [sample_body(model=OPUS if n % 2 else "claude-sonnet-4-6") for n in range(60)]
+        killer = asyncio.create_task(kill_soon())
+        results = []
+        for batch in range(6):  # a steady load across the kill
+            results += await asyncio.gather(*(pool.post(body=body) for body in bodies[batch * 10:(batch + 1) * 10]))
+            await asyncio.sleep(0.02)
+        await killer
+        assert [status for status, _, _ in results] == [200] * 60, [r[2][:200] for r in results if r[0] != 200]
+    finally:
+        stop(proc)
+        proc.stdout.close()
+
+    events = await pool.gateway.events()
+    assert len(events) == 100 and {e["outcome"] for e in events} == {"complete"}  # each request charged once
+    opus_by = {e["upstream"] for e in events if e["model"] == OPUS}
+    assert "b" not in opus_by  # never answered from the rate-limited family
+    assert opus_by <= {"a", "c"} and {e["upstream"] for e in events} <= {"a", "b", "c"}
+    assert events[-1]["upstream"] != "a"  # after the kill, others answered
+    health = orjson.loads((await _get(pool, "/healthz"))[1])
+    states = {u["name"]: u for u in health["upstreams"]}
+    assert health["status"] == "degraded" and states["a"]["state"] == "down" and states["a"]["last_error"]
+    assert states["b"]["state"] == "cooling" and states["b"]["models"] == ["opus"] and states["b"]["until"]
+    assert "sk-ant" not in (await _get(pool, "/healthz"))[1].decode()
+
+
+async def _get(pool: Pool, path: str) -> tuple[int, bytes]:
+    async with ClientSession() as http:
+        async with http.get(pool.gateway.url + path) as resp:
+            return resp.status, await resp.read()
+
+
+async def test_a_conversation_stays_on_one_upstream_and_moves_once(make_pool) -> None:
+    pool = await make_pool()
+    session = {"x-claude-code-session-id": "7b0f6c1e-2f7a-4d8e-9c1b-5e3a2d4f6a8b"}
+    messages: list[dict] = []
+    home = None
+    for turn in range(20):
+        messages.append({"role": "user", "content": f"turn {turn}"})
+        if turn == 10:  # the conversation's upstream starts failing
+            home = (await pool.answered_by())[-1]
+            pool.fakes[home].overloaded = True
+        if turn == 15:  # and recovers; the conversation stays where its cache now is
+            pool.fakes[home].overloaded = False
+            pool.gateway.clock.advance(120)
+        status, _, body = await pool.post(body=sample_body(messages=messages, stream=turn % 2 == 0), headers=session)
+        assert status == 200, body
+        messages.append({"role": "assistant", "content": "ok"})
+    answered = await pool.answered_by()
+    assert len(answered) == 20
+    moves = sum(1 for before, after in zip(answered, answered[1:]) if before != after)
+    assert moves == 1 and answered[:10] == [home] * 10 and answered[10] != home
+
+
+async def test_a_stream_opening_with_an_error_event_fails_over(make_pool) -> None:
+    pool = await make_pool(names=("a", "b"))
+    assert (await pool.post())[0] == 200
+    [home] = await pool.answered_by()  # the conversation's upstream, whose next stream opens with an error
+    pool.fakes[home].queue(text_reply("never", events=3, error_event_after=0))
+    status, _, body = await pool.post(body=sample_body(stream=True))
+    assert status == 200 and b"event: error" not in body and b"message_stop" in body
+    assert sum(fake.served for fake in pool.fakes.values()) == 3
+    answered = await pool.answered_by()
+    assert len(answered) == 2 and answered[1] != home
+
+
+async def test_every_upstream_cooling_is_overloaded_error_with_retry_after_in_the_route_shape(make_pool) -> None:
+    pool = await make_pool(names=("a", "b"))
+    pool.fakes["a"].overloaded = True
+    pool.fakes["b"].rate_limited = {"sonnet": 90}
+    status, _, body = await pool.post()  # both tried: the last answer comes back as it came
+    assert status in (429, 529) and orjson.loads(body)["type"] == "error"
+    served = sum(fake.served for fake in pool.fakes.values())
+    status, headers, body = await pool.post()
+    assert status == 529 and orjson.loads(body)["error"]["type"] == "overloaded_error"
+    assert headers.get("retry-after") == "2", (headers, body)  # a's 529 cooldown is the soonest recovery
+    status, headers, body = await pool.post("/v1/chat/completions", {"model": "claude-sonnet-4-6",
+                                                                     "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 529 and orjson.loads(body)["error"]["type"] == "overloaded_error" and "retry-after" in headers
+    assert sum(fake.served for fake in pool.fakes.values()) == served  # nothing more was sent upstream
+    assert len(await pool.gateway.events()) == 3  # each admitted request charged once (0 credits)
+
+
+async def test_no_upstream_left_is_a_clear_error_on_every_door(make_pool) -> None:
+    pool = await make_pool(names=("a", "b"))
+    await pool.servers["a"].close()  # both gone: connection refused
+    await pool.servers["b"].close()
+    for path, body in [
+        ("/v1/chat/completions", {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"model": "claude-sonnet-4-6", "input": "hi"}),
+        ("/v1/messages/count_tokens", {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}),
+    ]:
+        status, _, _ = await pool.post(path, body)
+        assert status in (502, 529)  # both gone: a clear error, never a traceback
+
+
+async def test_openai_doors_and_count_tokens_reach_the_living_upstream(make_pool) -> None:
+    pool = await make_pool(names=("a", "b"))
+    await pool.servers["a"].close()
+    for path, body in [
+        ("/v1/chat/completions", {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"model": "claude-sonnet-4-6", "input": "hi", "prompt_cache_key": "thread-1"}),
+        ("/v1/messages/count_tokens", {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}]}),
+        ("/v1/messages", sample_body(messages=[{"role": "user", "content": "other"}])),
+    ] * 2:
+        status, _, body = await pool.post(path, body)
+        assert status == 200, (path, body)
+    assert await pool.answered_by() == ["b"] * 6
+
+
+async def test_a_refused_upstream_key_takes_it_out_loudly(make_pool, caplog: pytest.LogCaptureFixture) -> None:
+    pool = await make_pool(names=("a", "b"), keys={"a": "sk-ant-wrong"})
+    with caplog.at_level(logging.ERROR, logger="antex.upstream"):
+        for n in range(6):
+            status, _, _ = await pool.post(body=sample_body(messages=[{"role": "user", "content": f"q{n}"}]))
+            assert status == 200
+    assert pool.fakes["a"].served <= 1  # out after its first 401
+    loud = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(loud) == 1 and "KEY_A" in loud[0].getMessage() and "sk-ant-wrong" not in caplog.text
+    health = orjson.loads((await _get(pool, "/healthz"))[1])
+    assert health["upstreams"][0]["state"] == "down"
+
+
+async def test_priorities_send_work_to_the_best_first(make_pool) -> None:
+    pool = await make_pool(names=("main", "backup"), backup={"priority": 2})
+    for n in range(8):
+        assert (await pool.post(body=sample_body(messages=[{"role": "user", "content": f"q{n}"}])))[0] == 200
+    assert pool.fakes["backup"].served == 0
+    pool.fakes["main"].overloaded = True
+    assert (await pool.post())[0] == 200
+    assert (await pool.answered_by())[-1] == "backup"
