@@ -141,6 +141,7 @@ class Client:
         if not connection.reusable or self._closed:
             connection.close()
             return
+        connection.resume()  # paused for flow control by its last answer: never pooled that way
         now = connection.idle_since = asyncio.get_running_loop().time()
         idle = self._idle
         idle.append(connection)

@@ -305,6 +305,23 @@ async def test_a_slow_reader_pauses_the_socket_and_loses_nothing(monkeypatch) ->
         await c.close()
 
 
+async def test_a_connection_paused_for_flow_control_never_goes_back_to_the_pool_paused() -> None:
+    """A 1.2 MiB answer read late: its last read both pauses the socket (over 1 MiB buffered) and
+    ends the body. The connection must not be pooled paused: the next request on it would wait
+    forever (a paused socket is never idle, so the idle timeout never fires either)."""
+    big = b"y" * (1200 * 1024)
+    replies = (OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(big) + big, OK_HEAD + b"Content-Length: 2\r\n\r\n{}")
+    async with server(answering(*replies)) as (url, connections):
+        c = client(url, idle=30)
+        async with await c.post("/", [], b"") as response:
+            await asyncio.sleep(0.3)  # read late: the whole answer is buffered by now
+            assert await response.read() == big
+        async with asyncio.timeout(5):
+            assert (await fetch(c))[2] == b"{}"
+        assert len(connections) == 1  # reused, and working
+        await c.close()
+
+
 async def test_leaving_an_answer_unread_closes_its_connection() -> None:
     closed = asyncio.Event()
 
