@@ -355,6 +355,24 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per upstream.")
+@click.option("--url", envvar="ANTEX_BASE_URL", help="The running gateway to ask (default: [server] host and port).")
+@click.pass_context
+def upstreams(ctx: click.Context, as_json: bool, url: str | None) -> None:
+    """Show the upstream pool and, when a server is running, each upstream's live state."""
+    from antex.upstream import status
+
+    cfg = load_config(ctx)
+    host = cfg.server.host if cfg.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    url = url or f"http://{host}:{cfg.server.port}"
+    rows, answered = status.merged(cfg, url)
+    if as_json:
+        click.echo("\n".join(orjson.dumps(row).decode() for row in rows))
+    else:
+        click.echo(status.render(rows, url if answered else None))
+
+
+@cli.command()
 @click.argument("key", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the same body as GET /v1/usage.")
 @click.option("--remote", envvar="ANTEX_BASE_URL", help="Read /v1/usage from a running gateway at this URL (env ANTEX_BASE_URL).")

@@ -675,7 +675,7 @@ def test_serve_without_the_upstream_key_says_which_variable(cfg: Path) -> None:
 
 
 def test_every_command_documents_itself() -> None:
-    for args in ([], ["keys"], ["keys", "create"], ["keys", "set"], ["usage"], ["events"], ["serve"], ["init"]):
+    for args in ([], ["keys"], ["keys", "create"], ["keys", "set"], ["usage"], ["events"], ["serve"], ["init"], ["upstreams"]):
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, args
     assert "keys" in CliRunner().invoke(cli, ["--help"]).output
