@@ -14,10 +14,11 @@ from typing import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
-from antex import http_client, store
+from antex import store
+from antex.upstream import client as http_client, proxy
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
-from antex.appkeys import (ADMISSION, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS,
-                           REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ADMISSION, CLOCK, CONFIG, ENVIRON, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER,
+                           RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
@@ -34,9 +35,10 @@ RESPONSES_PATH = "/v1/responses"
 PRUNE_EVERY_S = 60.0  # expired stored responses are dropped this often
 
 
-def make_app(config: Config, *, upstream_key: str | Mapping[str, str],
-             clock: Callable[[], float] = time.time) -> web.Application:
-    """`upstream_key`: each upstream's key by name (one string: the key of every upstream)."""
+def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Callable[[], float] = time.time,
+             environ: Mapping[str, str] | None = None) -> web.Application:
+    """`upstream_key`: each upstream's key by name (one string: the key of every upstream);
+    `environ`: where HTTPS_PROXY / NO_PROXY are read (the CLI passes os.environ; default none)."""
     # Bodies are read by the handlers with their own limit (see routes/body.py), so aiohttp's is off.
     app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes + 1,
                           handler_args={"max_field_size": 64 * 1024, "max_line_size": 16 * 1024})
@@ -45,6 +47,7 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str],
     app[UPSTREAM_KEYS] = dict.fromkeys(names, upstream_key) if isinstance(upstream_key, str) else \
         {name: upstream_key[name] for name in names}
     app[CLOCK] = clock
+    app[ENVIRON] = dict(environ or {})
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(stored_responses)
     app.cleanup_ctx.append(key_watcher)
@@ -145,7 +148,9 @@ async def upstream_pool(app: web.Application) -> AsyncIterator[None]:
     upstreams = []
     for entry in app[CONFIG].upstreams:
         client = http_client.Client(entry.base_url, connect_timeout_s=settings.connect_timeout_s,
-                                    idle_timeout_s=settings.idle_timeout_s)
+                                    idle_timeout_s=settings.idle_timeout_s, max_connections=settings.max_connections,
+                                    keepalive_s=settings.keepalive_s,
+                                    proxy=proxy.for_upstream(entry.proxy, entry.base_url, app[ENVIRON]))
         upstreams.append(Upstream(entry, app[UPSTREAM_KEYS][entry.name], client))
     app[POOL] = Pool(upstreams)
     yield

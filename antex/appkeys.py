@@ -17,6 +17,7 @@ from antex.upstream.pool import Pool, Upstream
 CONFIG = web.AppKey("config", Config)
 UPSTREAM_KEYS = web.AppKey("upstream_keys", dict)  # upstream name -> its key (from the environment)
 CLOCK = web.AppKey("clock", Callable)
+ENVIRON = web.AppKey("environ", dict)  # the environment's proxy settings (HTTPS_PROXY, NO_PROXY, ...)
 READER = web.AppKey("reader", Store)
 LEDGER = web.AppKey("ledger", Ledger)
 KEYS = web.AppKey("keys", KeyCache)

@@ -24,7 +24,7 @@ from antex.errors import AntexError
 from antex.ledger import Charge, KeyState
 from antex.sse import UsageMeter
 from antex.translate.request import MIN_THINKING_BUDGET_TOKENS
-from antex import http_client
+from antex.upstream import client as http_client
 from antex.upstream import failover
 from antex.upstream.pool import conversation_of
 

@@ -14,7 +14,8 @@ from typing import Protocol
 import orjson
 from aiohttp import web
 
-from antex import gateway, http_client
+from antex import gateway
+from antex.upstream import client as http_client
 from antex.appkeys import CONFIG
 from antex.sse import (DELTA_FRAME, DELTA_FRAMING, DELTA_RUN, TEXT_DELTA, TEXT_DELTA_RUN, MalformedStream, SSEReader,
                        UsageMeter, parse)

@@ -6,6 +6,7 @@ then every cleanup_ctx runs in reverse: the ledger flushes every settled charge 
 from __future__ import annotations
 
 import gc
+import os
 import logging
 
 from aiohttp import web
@@ -39,7 +40,7 @@ def serve(config: Config, upstream_keys: dict[str, str], *, host: str, port: int
 
 def server_app(config: Config, upstream_keys: dict[str, str]) -> web.Application:
     """The app as `antex serve` runs it: tuned for a long-lived process of its own."""
-    app = make_app(config, upstream_key=upstream_keys)
+    app = make_app(config, upstream_key=upstream_keys, environ=os.environ)
     app.on_startup.append(tune_gc)  # after every cleanup_ctx has started: the keys and the ledger are loaded
     return app
 

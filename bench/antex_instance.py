@@ -28,13 +28,17 @@ max_concurrent = 0
 """
 
 
-def write_config(work_dir: Path, name: str, upstream_url: str) -> tuple[Path, int]:
-    """A config for one Antex instance: its own database and port, upstream = `upstream_url`."""
+def write_config(work_dir: Path, name: str, upstream_url: str,
+                 pool: list[tuple[str, str, int]] | None = None) -> tuple[Path, int]:
+    """A config for one Antex instance: its own database and port, upstream = `upstream_url`, or a
+    pool of (name, URL, priority) entries, all with the fake's one key."""
     port = free_port()
     path = work_dir / f"{name}.toml"
+    entries = "".join(f'\n[[upstreams]]\nname = "{entry}"\nbase_url = "{url}"\napi_key_env = "ANTEX_UPSTREAM_KEY"\n'
+                      f'priority = {priority}\n' for entry, url, priority in pool or [])
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\ndatabase = "{work_dir / (name + ".db")}"\n'
-        f'shutdown_grace_s = 2\n\n[upstream]\nbase_url = "{upstream_url}"\n' + PLAN)
+        f'shutdown_grace_s = 2\n\n[upstream]\nbase_url = "{upstream_url}"\n' + PLAN + entries)
     return path, port
 
 

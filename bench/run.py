@@ -148,9 +148,10 @@ class Bench:
         self.started.append(process)
         return process, process.wait_for_url()
 
-    def start_antex(self, name: str, upstream_url: str, *, argv_for=None) -> tuple[Process, str, Path, str]:
+    def start_antex(self, name: str, upstream_url: str, *, argv_for=None,
+                    pool: list[tuple[str, str, int]] | None = None) -> tuple[Process, str, Path, str]:
         """A configured Antex with one key; returns (process, url, config, key)."""
-        config, port = antex_instance.write_config(self.work_dir, name, upstream_url)
+        config, port = antex_instance.write_config(self.work_dir, name, upstream_url, pool)
         _, key = antex_instance.create_key(config, "bench")
         process, url = antex_instance.start(config, port, self.logs, name, argv_for(config) if argv_for else None)
         self.started.append(process)
@@ -167,12 +168,15 @@ class Bench:
     # load
 
     def compare(self, label: str, runs: list[tuple[Process, str, dict]], upstream: Process, key: str,
-                connections: int) -> list[Measured]:
+                connections: int, keys: list[str] | None = None) -> list[Measured]:
         """wrk against each (proxy, url, body), interleaved in `rounds` slices so a change in the
-        machine's load hits every proxy alike; each proxy is warmed up once first."""
+        machine's load hits every proxy alike; each proxy is warmed up once first. `keys`: one per
+        run, when the proxies are Antex instances with keys of their own."""
         s = self.settings
+        run_keys = dict(zip((url for _, url, _ in runs), keys or [key] * len(runs)))
         for proxy, url, body in runs:
-            wrk.run(url, orjson.dumps(body), key, connections=connections, seconds=s.warmup_s, work_dir=self.work_dir)
+            wrk.run(url, orjson.dumps(body), run_keys[url], connections=connections, seconds=s.warmup_s,
+                    work_dir=self.work_dir)
             wrk.settle()
         results = [Measured(proxy.name) for proxy, _, _ in runs]
         for round_number in range(s.rounds):
@@ -183,8 +187,8 @@ class Bench:
                 machine_before = busy_jiffies()
                 own_before = proxy.cpu_s(), upstream.cpu_s()
                 wall = time.perf_counter()
-                load = wrk.run(url, orjson.dumps(body), key, connections=connections, seconds=s.seconds / s.rounds,
-                               work_dir=self.work_dir)
+                load = wrk.run(url, orjson.dumps(body), run_keys[url], connections=connections,
+                               seconds=s.seconds / s.rounds, work_dir=self.work_dir)
                 wall = time.perf_counter() - wall
                 proxy_s, upstream_s = proxy.cpu_s() - own_before[0], upstream.cpu_s() - own_before[1]
                 other_s = (busy_jiffies() - machine_before) / CLOCK_TICKS - proxy_s - upstream_s - load.cpu_s
@@ -334,6 +338,50 @@ class Bench:
         if heavy_t["errors"] or fresh_t["errors"] or usage_h["errors"] or usage_f["errors"]:
             self.notes.append(f"Admission probe errors: {heavy_t['errors']} / {fresh_t['errors']}; "
                               f"/v1/usage: {usage_h['errors']} / {usage_f['errors']}.")
+
+    def pool(self) -> None:
+        """Several upstreams: a pool of two healthy upstreams costs no more than one, and a failover
+        before the first byte adds no more than one upstream round trip."""
+        s = self.settings
+        fake, fake_url = self.start("fake-pool", python("-m", "tests.fake_anthropic", "--port", "0", "--events",
+                                                        str(s.events)), LOAD_CPUS)
+        # Every Sonnet request gets 429 with retry-after 0: tried first each time, cooled down never.
+        _, limited_url = self.start("fake-429", python("-m", "tests.fake_anthropic", "--port", "0", "--rate-limit",
+                                                       "sonnet=0"), LOAD_CPUS)
+        one, one_url, _, one_key = self.start_antex("antex-one", fake_url)
+        two, two_url, _, two_key = self.start_antex("antex-two", fake_url, pool=[("a", fake_url, 1), ("b", fake_url, 1)])
+        messages = "/v1/messages"
+        single, double = self.compare("pool c32", [(one, one_url + messages, MESSAGES_BODY),
+                                                   (two, two_url + messages, MESSAGES_BODY)], fake, one_key, 32,
+                                      keys=[one_key, two_key])
+        rows = [Row(f"two healthy upstreams vs one, {measure}", *cells)
+                for measure, *cells in self.pool_cells(single, double)]
+        _, failover_url, _, failover_key = self.start_antex(
+            "antex-failover", fake_url, pool=[("limited", limited_url, 1), ("healthy", fake_url, 2)])
+        latency = {name: self.probe("latency", "--url", url + messages, "--keys", key, "--requests",
+                                    str(s.latency_requests), "--warmup", "20")["keys"][0]
+                   for name, url, key in (("one", one_url, one_key), ("failover", failover_url, failover_key),
+                                          ("upstream", fake_url, antex_instance.DEFAULT_API_KEY))}
+        added = latency["failover"]["total_ms"]["p50"] - latency["one"]["total_ms"]["p50"]
+        round_trip = latency["upstream"]["total_ms"]["p50"]
+        rows.append(Row("failover before the first byte (429, then the next upstream): added latency p50",
+                        fmt(latency["one"]["total_ms"]["p50"], " ms", 3) + " (no failover)",
+                        fmt(latency["failover"]["total_ms"]["p50"], " ms", 3), delta_ms(
+                            latency["failover"]["total_ms"]["p50"], latency["one"]["total_ms"]["p50"]),
+                        f"≤ one upstream round trip ({fmt(round_trip, ' ms', 3)})", added <= round_trip))
+        if latency["failover"]["errors"] or latency["one"]["errors"]:
+            self.notes.append(f"Pool: errors {latency['one']['errors']} (one upstream), "
+                              f"{latency['failover']['errors']} (failover).")
+        self.sections.append(("Upstream pool (left: one upstream; right: two, or a failover)", rows))
+        self.stop_all()
+
+    @staticmethod
+    def pool_cells(single: Measured, double: Measured) -> list[tuple]:
+        rps_ratio, cpu_ratio = double.vs(single)
+        return [("32 connections: throughput", fmt(single.rps, " req/s", 0), fmt(double.rps, " req/s", 0),
+                 times(rps_ratio), "≥ 0.95×", rps_ratio >= 0.95),
+                ("proxy CPU per request", fmt(single.cpu_us, " µs", 0), fmt(double.cpu_us, " µs", 0),
+                 times(cpu_ratio), "≥ 0.95×", cpu_ratio >= 0.95)]
 
     def timing(self) -> None:
         """Time to first byte and per-event transit, one stream at a time, against the paced upstream.
@@ -513,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Antex vs a bare aiohttp pass-through.")
     parser.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (short runs, fewer requests)")
     parser.add_argument("--seconds", type=float, help="seconds per measured wrk run")
-    parser.add_argument("--only", help="comma-separated sections: throughput,timing,memory,ledger")
+    parser.add_argument("--only", help="comma-separated sections: throughput,pool,timing,memory,ledger")
     parser.add_argument("--output", help="write the results here (default: bench/RESULTS.md on a full run, "
                                          "nowhere on --quick or --only)")
     args = parser.parse_args(argv)
@@ -522,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = QUICK if args.quick else Settings()
     if args.seconds:
         settings = Settings(**{**settings.__dict__, "seconds": args.seconds})
-    sections = args.only.split(",") if args.only else ["throughput", "timing", "memory", "ledger"]
+    sections = args.only.split(",") if args.only else ["throughput", "pool", "timing", "memory", "ledger"]
     output = Path(args.output) if args.output else (None if args.quick or args.only else RESULTS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="antex-bench-") as tmp:

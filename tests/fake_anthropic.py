@@ -388,9 +388,12 @@ class FakeAnthropic:
             await asyncio.sleep(DISCONNECT_POLL_S)
 
 
-async def serve(host: str, port: int, api_key: str, events: int, coalesce: bool, faults: float) -> None:
+async def serve(host: str, port: int, api_key: str, events: int, coalesce: bool, faults: float,
+                overloaded: bool = False, rate_limited: dict[str, float] | None = None) -> None:
     """Run until SIGINT or SIGTERM; prints the URL once listening, for whoever started us."""
     fake = FakeAnthropic(api_key, events=events, record=False, coalesce=coalesce, faults=faults)
+    fake.overloaded = overloaded
+    fake.rate_limited = rate_limited or {}
     url = await fake.start(host, port)
     print(f"listening on {url}", flush=True)
     stop = asyncio.Event()
@@ -415,9 +418,17 @@ def main(argv: list[str] | None = None) -> None:
         "--coalesce", action="store_true", help="write each stream at once, not event by event"
     )
     parser.add_argument("--faults", type=float, default=0.0, help="share of replies that misbehave (0 to 1)")
+    parser.add_argument("--overloaded", action="store_true", help="answer every message with 529 overloaded_error")
+    parser.add_argument("--rate-limit", action="append", default=[], metavar="FAMILY=SECONDS",
+                        help="answer models whose ID holds FAMILY with 429 and this retry-after (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        rate_limited = {family: float(seconds) for family, _, seconds in (item.partition("=") for item in args.rate_limit)}
+    except ValueError:
+        parser.error("--rate-limit takes FAMILY=SECONDS, e.g. opus=30")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.api_key, args.events, args.coalesce, args.faults))
+        asyncio.run(serve(args.host, args.port, args.api_key, args.events, args.coalesce, args.faults, args.overloaded,
+                          rate_limited))
 
 
 if __name__ == "__main__":

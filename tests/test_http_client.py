@@ -1,4 +1,4 @@
-"""The upstream HTTP/1.1 client (antex/http1.py, antex/http_client.py), against scripted servers.
+"""The upstream HTTP/1.1 client (antex/upstream/client.py, wire.py), against scripted servers.
 
 The gateway tests drive it through the fake Anthropic server (aiohttp, well-behaved HTTP); these
 cover what a well-behaved server never sends: odd framing, broken heads, early closes, stalls.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
 import zlib
 from contextlib import asynccontextmanager
@@ -15,9 +16,9 @@ from typing import Awaitable, Callable
 import pytest
 import trustme
 
-from antex import http1, http_client
-from antex.http1 import BrokenResponse, Chunked, UpstreamError, parse_head
-from antex.http_client import Client, ConnectFailed
+from antex.upstream import client as http_client, wire
+from antex.upstream.client import Client
+from antex.upstream.wire import BrokenResponse, ConnectFailed, UpstreamError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -75,55 +76,11 @@ async def fetch(c: Client, body: bytes = b"{}", headers=()) -> tuple[int, dict, 
 
 # pure parts
 
-def test_parse_head_reads_status_headers_and_keep_alive() -> None:
-    status, reason, headers, keep_alive = parse_head(
-        b"HTTP/1.1 529 Overloaded\r\nContent-Type: application/json\r\nX-A: 1\r\nx-a: 2\r\nEmpty:")
-    assert (status, reason, keep_alive) == (529, "Overloaded", True)
-    assert headers.getall("x-a") == ["1", "2"] and headers["content-type"] == "application/json" and headers["empty"] == ""
-    assert parse_head(b"HTTP/1.1 200 OK\r\nConnection: close")[3] is False
-    assert parse_head(b"HTTP/1.0 200 OK")[3] is False
-    assert parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive")[3] is True
-    assert parse_head(b"HTTP/1.1 204")[:2] == (204, "")
-
-
-@pytest.mark.parametrize("head", [
-    b"HTTP/2 200 OK", b"ICY 200 OK", b"HTTP/1.1 2000 OK", b"HTTP/1.1 abc OK", b"garbage",
-    b"HTTP/1.1 200 OK\r\nNo colon here", b"HTTP/1.1 200 OK\r\n folded: value", b"HTTP/1.1 200 OK\r\nName : value",
-    b"HTTP/1.1 200 OK\r\nA: b\nInjected: yes", b"HTTP/1.1 200 OK\r\nA: b\rc", "HTTP/1.1 ２００ OK".encode(),
-])
-def test_parse_head_refuses_what_is_not_http_1_1(head: bytes) -> None:
-    with pytest.raises(BrokenResponse):
-        parse_head(head)
-
-
-CHUNKED = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n"
-
-
-def test_chunked_decoding_is_the_same_however_the_bytes_are_split() -> None:
-    for size in range(1, len(CHUNKED) + 1):
-        decoder, out = Chunked(), []
-        for start in range(0, len(CHUNKED), size):
-            out += decoder.feed(CHUNKED[start:start + size])
-        assert b"".join(out) == b"hello 0123456789" and decoder.complete and not decoder.extra, size
-
-
-@pytest.mark.parametrize("body", [b"zz\r\n", b"-5\r\nhello\r\n", b"5\r\nhello world\r\n", b"+5\r\nhello\r\n"])
-def test_chunked_decoding_refuses_broken_framing(body: bytes) -> None:
-    with pytest.raises(BrokenResponse):
-        Chunked().feed(body)
-
-
-def test_chunked_decoding_notices_bytes_after_the_end() -> None:
-    decoder = Chunked()
-    assert decoder.feed(b"2\r\nhi\r\n0\r\n\r\nHTTP/1.1 200") == [b"hi"]
-    assert decoder.complete and decoder.extra
-
-
 def test_a_request_header_cannot_split_the_head() -> None:
     with pytest.raises(UpstreamError):
-        http1.request_head("/v1/messages", "h", [("x-a", "b\r\nx-injected: 1")], 0)
+        wire.request_head("/v1/messages", "h", [("x-a", "b\r\nx-injected: 1")], 0)
     with pytest.raises(UpstreamError):
-        http1.request_head("/v1/messages", "h", [("x-a", "b\nx")], 0)
+        wire.request_head("/v1/messages", "h", [("x-a", "b\nx")], 0)
 
 
 def test_base_url_parts() -> None:
@@ -198,6 +155,40 @@ async def test_connection_close_and_http_1_0_bodies() -> None:
         await c.close()
 
 
+async def test_repeated_headers_are_kept_and_connection_close_is_honoured() -> None:
+    reply = b"HTTP/1.1 529 Overloaded\r\nContent-Type: application/json\r\nX-A: 1\r\nx-a: 2\r\nEmpty:\r\nContent-Length: 2\r\n\r\n{}"
+    async with server(answering(reply, reply)) as (url, connections):
+        c = client(url)
+        async with await c.post("/", [], b"") as response:
+            assert (response.status, response.reason) == (529, "Overloaded")
+            assert response.headers.getall("x-a") == ["1", "2"] and response.headers["empty"] == ""
+            await response.read()
+        await fetch(c)
+        await c.close()
+    assert len(connections) == 1
+
+
+CHUNKED = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n"
+
+
+async def test_chunked_bodies_are_the_same_however_the_bytes_are_split() -> None:
+    for size in (1, 2, 3, 7, len(CHUNKED)):
+        async def split(reader, writer):
+            await read_request(reader)
+            writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(CHUNKED), size):
+                writer.write(CHUNKED[start:start + size])
+                await writer.drain()
+                await asyncio.sleep(0)
+            await reader.read()
+
+        async with server(split) as (url, _):
+            c = client(url)
+            assert (await fetch(c))[2] == b"hello 0123456789", size
+            assert c._idle  # complete, and reusable
+            await c.close()
+
+
 async def test_interim_answers_are_skipped_and_204_has_no_body() -> None:
     reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n" + OK_HEAD + b"Content-Length: 2\r\n\r\nok"
     async with server(answering(reply, b"HTTP/1.1 204 No Content\r\n\r\n")) as (url, _):
@@ -234,6 +225,19 @@ async def test_compressed_bodies_are_decoded_and_a_cut_one_is_broken() -> None:
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024),
+    # what a hand-written parser lets through and llhttp does not
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x10\r\n0123456789abcdef\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello world\r\n",
+    b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n", b"ICY 200 OK\r\n\r\n", b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 abc OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n folded: value\r\n\r\n", b"HTTP/1.1 200 OK\r\nName : value\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nA: b\nInjected: yes\r\n\r\n", b"HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n",
+    "HTTP/1.1 ２００ OK\r\n\r\n".encode(),
 ])
 async def test_broken_answers_are_upstream_errors(reply: bytes) -> None:
     async with server(answering(reply, close=True)) as (url, _):
@@ -457,3 +461,121 @@ async def test_the_upstream_name_is_looked_up_once_for_many_connections(monkeypa
         await c.close()
     with pytest.raises((ConnectFailed, TimeoutError)):  # a resolver without network may just take too long
         await fetch(client("http://antex-test.invalid"))
+
+
+# the pool's limits
+
+async def test_connections_per_upstream_are_capped_and_requests_wait_their_turn() -> None:
+    open_now, most = 0, 0
+
+    async def slow(reader, writer):
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            while True:
+                await read_request(reader)
+                await asyncio.sleep(0.05)
+                writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\nok")
+                await writer.drain()
+        finally:
+            open_now -= 1
+
+    async with server(slow) as (url, connections):
+        c = Client(url, connect_timeout_s=2, idle_timeout_s=5, max_connections=2)
+        answers = await asyncio.gather(*[fetch(c) for _ in range(8)])
+        assert [body for _, _, body in answers] == [b"ok"] * 8
+        assert len(connections) == 2 and most == 2
+        await c.close()
+
+
+async def test_idle_connections_are_kept_for_keepalive_s_or_what_the_server_says() -> None:
+    short = OK_HEAD + b"Keep-Alive: timeout=1.3, max=100\r\nContent-Length: 2\r\n\r\nok"
+    async with server(answering(short, short, short)) as (url, connections):
+        c = Client(url, connect_timeout_s=2, idle_timeout_s=5, keepalive_s=15)
+        await fetch(c)
+        await fetch(c)  # at once: reused
+        assert len(connections) == 1
+        await asyncio.sleep(0.4)  # past what the server allows, less a second
+        await fetch(c)
+        assert len(connections) == 2
+        await c.close()
+    plain = OK_HEAD + b"Content-Length: 2\r\n\r\nok"
+    async with server(answering(plain, plain)) as (url, connections):
+        c = Client(url, connect_timeout_s=2, idle_timeout_s=5, keepalive_s=0.2)
+        await fetch(c)
+        await asyncio.sleep(0.3)
+        await fetch(c)
+        assert len(connections) == 2
+        await c.close()
+
+
+async def test_a_reused_connection_closed_before_answering_is_retried_once_on_a_new_one() -> None:
+    async def closes_when_reused(reader, writer):
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)  # the second request on this connection: hang up without a byte
+        writer.transport.abort()
+
+    async with server(closes_when_reused) as (url, connections):
+        c = client(url)
+        assert (await fetch(c))[2] == b"ok"
+        assert (await fetch(c))[2] == b"ok"  # retried on a new connection, invisibly
+        assert len(connections) == 2
+        await c.close()
+
+    async def never_answers(reader, writer):
+        await read_request(reader)
+        writer.transport.abort()
+
+    async with server(never_answers) as (url, connections):
+        c = client(url)
+        with pytest.raises(BrokenResponse):  # a new connection is not retried: the request may have arrived
+            await fetch(c)
+        assert len(connections) == 1
+        await c.close()
+
+
+async def test_a_first_address_that_never_answers_does_not_hold_up_the_next(monkeypatch) -> None:
+    """Happy Eyeballs: the second address is tried 250 ms after the first, not after its timeout."""
+    blackhole = socket.socket()  # a listener whose full backlog drops every new SYN: connects hang
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    hole_port = blackhole.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", hole_port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+
+    async with server(answering(OK_HEAD + b"Content-Length: 2\r\n\r\nok")) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+
+        async def two_addresses(host, port_, **kwargs):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", hole_port)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+        monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+        c = Client(url.replace("127.0.0.1", "upstream.test"), connect_timeout_s=2, idle_timeout_s=5)
+        assert (await fetch(c))[2] == b"ok"  # raced: well within the connect timeout
+        await c.close()
+    for held in (*fillers, blackhole):
+        held.close()
+
+
+async def test_decompression_is_bounded(monkeypatch) -> None:
+    monkeypatch.setattr(wire, "MAX_DECODED_BYTES", 1024 * 1024)
+    bomb = gzip.compress(b"\0" * (4 * 1024 * 1024))  # 4 KiB that inflate to 4 MiB
+    async with server(answering(OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb,
+                                close=True)) as (url, _):
+        c = client(url)
+        with pytest.raises(BrokenResponse, match="inflates past"):
+            await fetch(c)
+        await c.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from antex import gateway, http_client
+from antex import gateway
+from antex.upstream import client as http_client
 from antex.appkeys import ADMISSION
 from antex.errors import AntexError
 from antex.relay import PassThrough, relay_stream

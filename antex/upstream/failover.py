@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Callable, Mapping
 
-from antex import http_client
+from antex.upstream import client as http_client
 from antex.config import Model, UpstreamConfig
 from antex.errors import AntexError
 from antex.upstream.headers import request_headers
