@@ -3,10 +3,12 @@ answer's first byte reached the client, within `max_attempts` and `failover_dead
 
 What moves a request on: no connection (refused, reset, DNS or TLS failure, a stall before the
 head), a 5xx, 529 or 429, a 401/403 (that upstream's key), or a stream whose first event is an
-`error` event. Whatever the attempts, the caller gets one answer and charges once. When nothing
-was left to try, the last answer goes back as it came (its own status and error body), or, with
-no answer at all, a clear Anthropic-shaped error; when every upstream for the model is cooling
-down before the first attempt, `overloaded_error` with the soonest recovery as `retry-after`.
+`error` event. Whatever the attempts, the caller gets one answer and charges once. When every
+upstream that serves the model is cooling down (before the first attempt or after the last),
+the client gets `overloaded_error` with the soonest recovery as `retry-after`; otherwise, with
+nothing left to try, the last answer goes back as it came (its own status and error body), or,
+with no answer at all, a clear Anthropic-shaped error. With one upstream for a model, its answer
+always goes back as it came: there is nowhere else to go.
 """
 from __future__ import annotations
 
@@ -36,41 +38,52 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
     if not candidates:
         raise overloaded(pool.retry_after_s(model.id, family, now))
     deadline = asyncio.get_running_loop().time() + settings.failover_deadline_s
-    last: tuple[Upstream, http_client.Response] | None = None
+    several = len(candidates) > 1
+    last: tuple[Upstream, http_client.Response] | None = None  # the latest error answer, kept open
     failure: AntexError | None = None
-    watch_first_event = watch_first_event and len(candidates) > 1
-    for attempt, upstream in enumerate(candidates[:settings.max_attempts]):
-        if attempt and asyncio.get_running_loop().time() > deadline:
-            break
-        try:
-            response = await upstream.client.post(path, request_headers(client_headers, upstream.key), body)
-            status = response.status
-            if watch_first_event and status == 200 and await _opens_with_error(response):
-                status = 529 if b"overloaded_error" in await response.peek() else 500
-        except (TimeoutError, http_client.UpstreamError) as exc:
-            pool.failed(upstream, family, _describe(exc), clock())
-            failure = _as_error(exc)
-            continue
-        pool.answered(upstream, family, status, response.headers, clock())
-        if status in RETRYABLE or status >= 500:
+    try:
+        for attempt, upstream in enumerate(candidates[:settings.max_attempts]):
+            if attempt and asyncio.get_running_loop().time() > deadline:
+                break
+            try:
+                response = await upstream.client.post(path, request_headers(client_headers, upstream.key), body)
+            except (TimeoutError, http_client.UpstreamError) as exc:
+                pool.failed(upstream, family, _describe(exc), clock())
+                failure = _as_error(exc)
+                continue
+            try:
+                status = response.status
+                if watch_first_event and several and status == 200 and await _opens_with_error(response):
+                    status = 529 if b"overloaded_error" in await response.peek() else 500
+            except BaseException as exc:
+                response.close()
+                if not isinstance(exc, (TimeoutError, http_client.UpstreamError)):
+                    raise
+                pool.failed(upstream, family, _describe(exc), clock())
+                failure = _as_error(exc)
+                continue
+            pool.answered(upstream, family, status, response.headers, clock())
             if last is not None:
                 last[1].close()
-            last = upstream, response
-            if len(candidates) > 1:
-                log.info("upstream %s answered %d; trying the next one", upstream.name, status)
-            continue
+                last = None
+            if status in RETRYABLE or status >= 500:
+                last = upstream, response
+                log.debug("upstream %s answered %d", upstream.name, status)  # the pool logs changes of state
+                continue
+            if conversation is not None and several:
+                pool.bind(conversation, upstream, clock())
+            return upstream, response
+        now = clock()
+        serving = pool.serving(model.id)
+        if len(serving) > 1 and not any(upstream.available(family, now) for upstream in serving):
+            raise overloaded(pool.retry_after_s(model.id, family, now))
+        if last is not None:
+            answer, last = last, None
+            return answer  # the upstream's own error, as it came
+        raise failure or overloaded(1)
+    finally:
         if last is not None:
             last[1].close()
-        if conversation is not None and len(candidates) > 1:
-            pool.bind(conversation, upstream, clock())
-        return upstream, response
-    if last is not None:
-        return last
-    now = clock()
-    serving = pool.serving(model.id)
-    if len(serving) > 1 and not any(upstream.available(family, now) for upstream in serving):
-        raise overloaded(pool.retry_after_s(model.id, family, now))
-    raise failure or overloaded(1)
 
 
 async def _opens_with_error(response: http_client.Response) -> bool:
