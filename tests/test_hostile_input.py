@@ -646,6 +646,8 @@ def hostile_bodies(draw: st.DrawFn, path: str) -> bytes:
         try:
             for name in parents:
                 target = target[name]
+            if isinstance(target, dict) and not isinstance(last, str):  # a list's place, now a dict's
+                continue
             target[last] = draw(JSON)
         except (KeyError, IndexError, TypeError):  # an earlier replacement removed this place
             pass
