@@ -235,3 +235,16 @@ async def test_priorities_send_work_to_the_best_first(make_pool) -> None:
     pool.fakes["main"].overloaded = True
     assert (await pool.post())[0] == 200
     assert (await pool.answered_by())[-1] == "backup"
+
+
+async def test_never_after_a_byte_reached_the_client(make_pool) -> None:
+    pool = await make_pool(names=("a", "b"))
+    assert (await pool.post())[0] == 200
+    [home] = await pool.answered_by()
+    pool.fakes[home].queue(text_reply("a reply cut off half way through", events=8, cut_after=4))
+    served = sum(fake.served for fake in pool.fakes.values())
+    status, _, body = await pool.post(body=sample_body(stream=True))
+    assert status == 200 and b"message_start" in body and b"event: error" in body  # cut, said in the stream
+    assert sum(fake.served for fake in pool.fakes.values()) == served + 1  # not sent again elsewhere
+    events = await pool.gateway.events()
+    assert len(events) == 2 and events[1]["outcome"] == "upstream_error" and events[1]["upstream"] == home

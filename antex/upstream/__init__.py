@@ -1,2 +1,3 @@
-"""The upstream pool: which upstream answers (pool), how a request fails over (failover), what
-crosses the boundary (headers), and the connections themselves."""
+"""Everything between Antex and its upstreams: which one answers (pool), how a request moves on
+when one fails (failover), what crosses the boundary (headers), the keep-alive connections
+(client, response, wire) and the proxies to reach them (proxy); `antex upstreams` (status)."""
