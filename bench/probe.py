@@ -59,12 +59,15 @@ class Timings:
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: bytes, stamped: bool,
-                      timings: Timings, record: bool) -> None:
+                      timings: Timings, record: bool, conversation: str | None = None) -> None:
     started = time.perf_counter()
     ttfb = None
     events: list[tuple[int, int]] = []
     buffer = b""
-    sent = session.post(url, data=body, headers=headers_for(key)) if body else session.get(url, headers=headers_for(key))
+    headers = headers_for(key)
+    if conversation is not None:  # a conversation of its own: the pool chooses afresh, unbound
+        headers["x-claude-code-session-id"] = conversation
+    sent = session.post(url, data=body, headers=headers) if body else session.get(url, headers=headers)
     async with sent as response:
         async for chunk in response.content.iter_any():
             arrived_ns = time.monotonic_ns()
@@ -107,7 +110,8 @@ async def latency(args: argparse.Namespace) -> dict:
             while plan:
                 index, key = plan.pop(0)
                 await one_request(session, args.url, key, body, args.stamped, timings[key],
-                                  record=index >= len(keys) * args.warmup)
+                                  record=index >= len(keys) * args.warmup,
+                                  conversation=f"bench-{index}" if args.new_conversations else None)
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     return {"keys": [timings[key].to_json() for key in keys]}
@@ -164,6 +168,8 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--get", action="store_true", help="GET the URL (e.g. /v1/usage) instead of POSTing a message")
     parser.add_argument("--stamped", action="store_true", help="read upstream stamps (bench.paced_upstream)")
+    parser.add_argument("--new-conversations", action="store_true",
+                        help="each request a conversation of its own (X-Claude-Code-Session-Id), bound nowhere yet")
     parser.add_argument("--streams", type=int, default=1000)
     args = parser.parse_args()
     run = latency if args.mode == "latency" else hold

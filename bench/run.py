@@ -359,7 +359,7 @@ class Bench:
         _, failover_url, _, failover_key = self.start_antex(
             "antex-failover", fake_url, pool=[("limited", limited_url, 1), ("healthy", fake_url, 2)])
         latency = {name: self.probe("latency", "--url", url + messages, "--keys", key, "--requests",
-                                    str(s.latency_requests), "--warmup", "20")["keys"][0]
+                                    str(s.latency_requests), "--warmup", "20", "--new-conversations")["keys"][0]
                    for name, url, key in (("one", one_url, one_key), ("failover", failover_url, failover_key),
                                           ("upstream", fake_url, antex_instance.DEFAULT_API_KEY))}
         added = latency["failover"]["total_ms"]["p50"] - latency["one"]["total_ms"]["p50"]

@@ -92,7 +92,8 @@ async def test_three_upstreams_one_killed_one_429_one_529_storm_clients_see_no_e
         b, c = pool.fakes["b"], pool.fakes["c"]
         b.rate_limited = {"opus": 60}  # b: Opus limit reached, Sonnet fine
         c.overloaded = True  # c: a 529 storm
-        bodies = [sample_body(model=OPUS if n % 2 else "claude-sonnet-4-6", stream=n % 3 == 0) for n in range(40)]
+        bodies = [sample_body(model=OPUS if n % 2 else "claude-sonnet-4-6", stream=n % 3 == 0,
+                              messages=[{"role": "user", "content": f"conversation {n}"}]) for n in range(40)]
         results = await asyncio.gather(*(pool.post(body=body) for body in bodies))
         assert [status for status, _, _ in results] == [200] * 40, [r[2][:200] for r in results if r[0] != 200]
         assert c.served >= 1  # the storm was met, and routed around
@@ -105,7 +106,8 @@ async def test_three_upstreams_one_killed_one_429_one_529_storm_clients_see_no_e
             await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
 
-        bodies = [sample_body(model=OPUS if n % 2 else "claude-sonnet-4-6") for n in range(60)]
+        bodies = [sample_body(model=OPUS if n % 2 else "claude-sonnet-4-6",
+                              messages=[{"role": "user", "content": f"conversation {n}"}]) for n in range(60)]
         killer = asyncio.create_task(kill_soon())
         results = []
         for batch in range(6):  # a steady load across the kill

@@ -26,6 +26,7 @@ log = logging.getLogger("antex.upstream")
 
 RETRYABLE = frozenset({401, 403, 429})  # and every status >= 500
 ERROR_EVENT = (b"event: error", b"event:error")
+DRAIN_TIMEOUT_S = 2.0  # an error answer not read by then is dropped with its connection
 
 
 async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str, str], path: str, body: bytes,
@@ -39,10 +40,11 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
         raise overloaded(pool.retry_after_s(model.id, family, now))
     deadline = asyncio.get_running_loop().time() + settings.failover_deadline_s
     several = len(candidates) > 1
+    attempts = min(len(candidates), settings.max_attempts)
     last: tuple[Upstream, http_client.Response] | None = None  # the latest error answer, kept open
     failure: AntexError | None = None
     try:
-        for attempt, upstream in enumerate(candidates[:settings.max_attempts]):
+        for attempt, upstream in enumerate(candidates[:attempts]):
             if attempt and asyncio.get_running_loop().time() > deadline:
                 break
             try:
@@ -67,8 +69,11 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
                 last[1].close()
                 last = None
             if status in RETRYABLE or status >= 500:
-                last = upstream, response
                 log.debug("upstream %s answered %d", upstream.name, status)  # the pool logs changes of state
+                if attempt + 1 < attempts and response.status >= 400:
+                    await _drain(response)  # its connection serves the next request: no new handshake
+                else:
+                    last = upstream, response  # the client's answer if nothing better comes
                 continue
             if conversation is not None and several:
                 pool.bind(conversation, upstream, clock())
@@ -84,6 +89,17 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
     finally:
         if last is not None:
             last[1].close()
+
+
+async def _drain(response: http_client.Response) -> None:
+    """Read a small error answer to its end and give its connection back (or close it)."""
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            await response.read()
+    except (TimeoutError, http_client.UpstreamError):
+        pass
+    finally:
+        response.close()
 
 
 async def _opens_with_error(response: http_client.Response) -> bool:

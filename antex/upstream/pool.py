@@ -38,6 +38,7 @@ CIRCUIT_BASE_S = 5.0  # open for 5, 10, 20, 40, 60 s on repeats, then one probe 
 CIRCUIT_CAP_S = 60.0
 BINDING_TTL_S = 3600.0  # Anthropic's longest prompt-cache lifetime: a binding protects no more
 MAX_BINDINGS = 200_000  # oldest dropped past this: a bounded map however many conversations
+RENEW_EVERY_S = 60.0  # a binding in use is renewed at most this often
 
 
 @dataclass
@@ -55,10 +56,10 @@ class Upstream:
     probing: bool = False  # the one half-open probe is in flight
     out: bool = False  # 401/403: a bad key, out until restart
     last_error: str = ""
-    weight_key: bytes = b""
+    seed: int = 0  # the name's hash: with a conversation's, its rendezvous weight
 
     def __post_init__(self) -> None:
-        self.weight_key = self.entry.name.encode()
+        self.seed = int.from_bytes(hashlib.blake2b(self.entry.name.encode(), digest_size=8).digest(), "big")
 
     @property
     def name(self) -> str:
@@ -119,9 +120,10 @@ class Pool:
             return serving
         ready = [u for u in serving if u.available(family, now)]
         if len(ready) > 1:
-            ready.sort(key=lambda u: (u.entry.priority, -_weight(conversation, u)))
+            point = int.from_bytes(conversation[:8], "big") if conversation else 0
+            ready.sort(key=lambda u: (u.entry.priority, -_weight(point, u.seed)))
             bound = self.bound(conversation, now)
-            if bound is not None and bound in ready:
+            if bound is not None and bound is not ready[0] and bound in ready:
                 ready.remove(bound)
                 ready.insert(0, bound)
         for upstream in ready:
@@ -146,6 +148,9 @@ class Pool:
     def bind(self, conversation: bytes, upstream: Upstream, now: float) -> None:
         """(Re)bind the conversation to the upstream that answered it, for another BINDING_TTL_S."""
         bindings = self.bindings
+        found = bindings.get(conversation)
+        if found is not None and found[0] is upstream and found[1] - now > BINDING_TTL_S - RENEW_EVERY_S:
+            return  # renewed less than a minute ago: nothing to do on this request
         bindings.pop(conversation, None)  # re-inserted last: the dict stays oldest first
         bindings[conversation] = (upstream, now + BINDING_TTL_S)
         while bindings:
@@ -213,10 +218,16 @@ class Pool:
         upstream.failures = 0
 
 
-def _weight(conversation: bytes | None, upstream: Upstream) -> int:
-    """The rendezvous weight of an upstream for a conversation: the same on every instance."""
-    digest = hashlib.blake2b(upstream.weight_key, digest_size=8, key=conversation[:64] if conversation else b"")
-    return int.from_bytes(digest.digest(), "big")
+def _weight(point: int, seed: int) -> int:
+    """The rendezvous weight of an upstream (its seed) for a conversation (its point): a 64-bit
+    mix (splitmix64's finaliser) every instance computes the same, with no hashing per request."""
+    x = point ^ seed
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+_MASK64 = (1 << 64) - 1
 
 
 def _when(until: float) -> str:
