@@ -15,7 +15,6 @@ from typing import AsyncIterator, Callable, Mapping
 from aiohttp import web
 
 from antex import store
-from antex.upstream import client as http_client, proxy
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.appkeys import (ADMISSION, CLOCK, CONFIG, ENVIRON, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER,
                            RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
@@ -25,8 +24,9 @@ from antex.errors import AntexError, render
 from antex.journal import Journal
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
-from antex.upstream.pool import Pool, Upstream
 from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
+from antex.upstream import client as http_client, proxy
+from antex.upstream.pool import Pool, Upstream
 
 log = logging.getLogger("antex")
 

@@ -218,8 +218,9 @@ async def open_upstream(request: web.Request, path: str, body: bytes, model: Mod
         conversation = conversation_of(request[KEY].id, request.headers, client_body)
     started = time.perf_counter()
     try:
-        request[UPSTREAM], response = await failover.send(pool, app[CONFIG].upstream, request.headers, path, body, model,
-                                                          conversation, watch_first_event=stream, clock=app[CLOCK])
+        request[UPSTREAM], response = await failover.send(
+            pool, app[CONFIG].upstream, request.headers, path, body, model, conversation, watch_first_event=stream,
+            clock=app[CLOCK])
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
     request_id = response.headers.get("request-id")
