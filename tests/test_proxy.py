@@ -105,3 +105,18 @@ async def test_the_environment_proxy_applies_unless_no_proxy_says_otherwise(prox
 ])
 def test_which_proxy_applies(configured, base_url, environ, expected) -> None:
     assert for_upstream(configured, base_url, environ) == expected
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5"])
+async def test_tls_to_the_upstream_runs_inside_the_tunnel(scheme, proxy_server) -> None:
+    """As with api.anthropic.com: the proxy sees only CONNECT host:port, TLS is end to end."""
+    from tests.test_http_client import OK_HEAD, answering, fetch, tls_server
+    from antex.upstream.client import Client
+
+    address, log = proxy_server(scheme)
+    async with tls_server(answering(OK_HEAD + b"Content-Length: 2\r\n\r\n{}")) as (url, context):
+        client = Client(url, connect_timeout_s=5, idle_timeout_s=5, ssl_context=context,
+                        proxy=f"{scheme}://user:secret@{address}")
+        assert (await fetch(client))[2] == b"{}"
+        await client.close()
+    assert "-> localhost:" in log.read_text()
