@@ -171,8 +171,11 @@ def test_repeated_5xx_open_the_circuit_with_one_half_open_probe() -> None:
     p.answered(a, "sonnet", 503, {}, NOW)
     assert not a.available("sonnet", NOW + 1) and a.state(NOW + 1)["state"] == "down"
     later = a.open_until + 0.1
-    assert "a" in [u.name for u in p.choose(SONNET, "sonnet", None, later)]  # the probe goes out...
-    assert not a.available("sonnet", later)  # ...and only one
+    assert "a" in [u.name for u in p.choose(SONNET, "sonnet", None, later)]  # half-open: a candidate again
+    assert "a" in [u.name for u in p.choose(SONNET, "sonnet", None, later)]  # choosing is not sending
+    assert a.available("sonnet", later)
+    assert p.begin(a, later)  # the probe goes out...
+    assert not p.begin(a, later) and not a.available("sonnet", later)  # ...and only one
     p.answered(a, "sonnet", 200, {}, later + 1)
     assert a.available("sonnet", later + 1) and a.state(later + 1)["state"] == "ok"
 
@@ -182,7 +185,7 @@ def test_a_connection_failure_opens_the_circuit_at_once_and_a_failed_probe_longe
     p = pool(a, upstream("b"))
     p.failed(a, "sonnet", "connection refused", NOW)
     first_open = a.open_until - NOW
-    p.choose(SONNET, "sonnet", None, a.open_until)
+    assert p.begin(a, a.open_until)
     p.failed(a, "sonnet", "connection refused", a.open_until)
     assert a.open_until - (NOW + first_open) > first_open
     assert a.state(NOW)["last_error"] == "connection refused"

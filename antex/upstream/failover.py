@@ -47,6 +47,8 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
         for attempt, upstream in enumerate(candidates[:attempts]):
             if attempt and asyncio.get_running_loop().time() > deadline:
                 break
+            if several and not pool.begin(upstream, clock()):  # another request is probing it
+                continue
             try:
                 response = await upstream.client.post(path, request_headers(client_headers, upstream.key), body)
             except (TimeoutError, http_client.UpstreamError) as exc:

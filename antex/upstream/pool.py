@@ -126,10 +126,17 @@ class Pool:
             if bound is not None and bound is not ready[0] and bound in ready:
                 ready.remove(bound)
                 ready.insert(0, bound)
-        for upstream in ready:
-            if upstream.open_until:  # half-open: this request is the probe
-                upstream.probing = True
         return ready
+
+    def begin(self, upstream: Upstream, now: float) -> bool:
+        """Whether to send a request to `upstream` now: a half-open circuit lets one probe through
+        (marked here, when it is really sent) and no other until that one's outcome is known."""
+        if not upstream.open_until or upstream.open_until > now:
+            return True
+        if upstream.probing:
+            return False
+        upstream.probing = True
+        return True
 
     def states(self, now: float) -> list[dict]:
         return [upstream.state(now) for upstream in self.upstreams]
