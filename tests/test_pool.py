@@ -152,14 +152,16 @@ def test_a_429_cools_down_for_the_time_the_upstream_names(headers, seconds) -> N
 def test_a_529_cools_briefly_growing_on_repeats_and_capped() -> None:
     a = upstream("a")
     p = pool(a, upstream("b"))
-    lengths = []
+    lengths, now = [], NOW
     for n in range(8):
-        p.answered(a, "sonnet", 529, {}, NOW)
-        lengths.append(a.cooling["sonnet"] - NOW)
+        p.answered(a, "sonnet", 529, {}, now)
+        p.answered(a, "sonnet", 529, {}, now)  # a second request in flight then: the same cooldown
+        lengths.append(a.cooling["sonnet"] - now)
+        now = a.cooling["sonnet"]  # tried again once it is over, and overloaded again
     assert lengths[:5] == [2, 4, 8, 16, 30] and max(lengths) == 30
-    p.answered(a, "sonnet", 200, {}, NOW + 100)
-    p.answered(a, "sonnet", 529, {}, NOW + 100)
-    assert a.cooling["sonnet"] - (NOW + 100) == 2  # a success resets the growth
+    p.answered(a, "sonnet", 200, {}, now + 100)
+    p.answered(a, "sonnet", 529, {}, now + 100)
+    assert a.cooling["sonnet"] - (now + 100) == 2  # a success resets the growth
 
 
 def test_repeated_5xx_open_the_circuit_with_one_half_open_probe() -> None:
@@ -189,6 +191,23 @@ def test_a_connection_failure_opens_the_circuit_at_once_and_a_failed_probe_longe
     p.failed(a, "sonnet", "connection refused", a.open_until)
     assert a.open_until - (NOW + first_open) > first_open
     assert a.state(NOW)["last_error"] == "connection refused"
+
+
+def test_failures_of_requests_in_flight_do_not_stretch_the_circuit() -> None:
+    a = upstream("a")
+    p = pool(a, upstream("b"))
+    for _ in range(10):  # ten requests were in flight when it died
+        p.failed(a, "sonnet", "reset", NOW)
+    assert a.open_until - NOW == 5
+
+
+def test_a_429_or_529_from_a_half_open_upstream_closes_its_circuit() -> None:
+    a = upstream("a")
+    p = pool(a, upstream("b"))
+    p.failed(a, "sonnet", "refused", NOW)
+    assert p.begin(a, a.open_until)
+    p.answered(a, "opus", 429, {"retry-after": "30"}, a.open_until)
+    assert a.open_until == 0 and a.available("sonnet", NOW + 6) and not a.available("opus", NOW + 6)
 
 
 def test_401_takes_the_upstream_out_loudly(caplog: pytest.LogCaptureFixture) -> None:

@@ -172,11 +172,15 @@ class Pool:
         """Learn from an answer's status (and, for 429, its headers)."""
         upstream.probing = False
         if status == 429:
+            self._alive(upstream)
             until = now + cooldown_s(headers, now)
             self._cool(upstream, family, now, until, f"429 rate limited on {family} models")
         elif status == 529:
-            streak = upstream.overloads[family] = upstream.overloads.get(family, 0) + 1
-            until = now + min(OVERLOAD_BASE_S * 2 ** (streak - 1), OVERLOAD_CAP_S)
+            self._alive(upstream)
+            streak = upstream.overloads.get(family, 0)
+            if upstream.cooling.get(family, 0.0) <= now:  # grows once per cooldown, not per request in flight
+                streak = upstream.overloads[family] = streak + 1
+            until = now + min(OVERLOAD_BASE_S * 2 ** (max(streak, 1) - 1), OVERLOAD_CAP_S)
             self._cool(upstream, family, now, until, f"529 overloaded on {family} models")
         elif status in (401, 403):
             upstream.last_error = f"{status}: the upstream refused its key"
@@ -208,12 +212,22 @@ class Pool:
                             _when(until), why)
 
     def _open(self, upstream: Upstream, now: float) -> None:
+        if upstream.open_until > now:  # already open: the requests that were in flight fail too
+            return
         upstream.openings += 1
         seconds = min(CIRCUIT_BASE_S * 2 ** (upstream.openings - 1), CIRCUIT_CAP_S)
         if not upstream.open_until:
             log.warning("upstream %s is down (%s): circuit open, one probe after %g s", upstream.name,
                         upstream.last_error, seconds)
         upstream.open_until = now + seconds
+
+    def _alive(self, upstream: Upstream) -> None:
+        """It answered (if only to say 429 or 529): whatever its circuit said, it is reachable."""
+        if upstream.open_until:
+            log.info("upstream %s is reachable again", upstream.name)
+            upstream.open_until = 0.0
+            upstream.openings = 0
+        upstream.failures = 0
 
     def _healthy(self, upstream: Upstream, family: str) -> None:
         if upstream.open_until or family in upstream.cooling:
