@@ -40,6 +40,7 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
         raise overloaded(pool.retry_after_s(model.id, family, now))
     deadline = asyncio.get_running_loop().time() + settings.failover_deadline_s
     several = len(candidates) > 1
+    pooled = several or len(pool.serving(model.id)) > 1  # else its one upstream gets every request, as it is
     attempts = min(len(candidates), settings.max_attempts)
     last: tuple[Upstream, http_client.Response] | None = None  # the latest error answer, kept open
     failure: AntexError | None = None
@@ -47,7 +48,7 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
         for attempt, upstream in enumerate(candidates[:attempts]):
             if attempt and asyncio.get_running_loop().time() > deadline:
                 break
-            if several and not pool.begin(upstream, clock()):  # another request is probing it
+            if pooled and not pool.begin(upstream, clock()):  # another request is probing it
                 continue
             try:
                 response = await upstream.client.post(path, request_headers(client_headers, upstream.key), body)
@@ -77,7 +78,7 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
                 else:
                     last = upstream, response  # the client's answer if nothing better comes
                 continue
-            if conversation is not None and several:
+            if conversation is not None and pooled:
                 pool.bind(conversation, upstream, clock())
             return upstream, response
         now = clock()
