@@ -114,9 +114,10 @@ class Client:
             self._slot_waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if not waiter.done():
-                    self._slot_waiters.remove(waiter)
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():  # woken, then cancelled: wake the next one instead
+                    self._slot_freed()
+                raise
             connection = self._reusable()
             if connection is not None:
                 return connection
