@@ -141,3 +141,25 @@ END;
 -- migration 6: upstream pool
 -- Which upstream of the pool answered each metered request (NULL: none did, or before the pool).
 ALTER TABLE events ADD COLUMN upstream TEXT;
+
+-- migration 7: retention
+-- Raw credit events are kept for [events] retention; older whole days are folded into one
+-- row per key, model and UTC day (`day` is that midnight in unix seconds), so exports still add
+-- up. Client IPs are forgotten once no limit looks at them (24 h). The indexes serve the prune.
+CREATE TABLE daily_usage (
+    key_id                INTEGER NOT NULL REFERENCES keys (id),
+    day                   REAL NOT NULL,
+    model                 TEXT NOT NULL,
+    requests              INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    cache_read_tokens     INTEGER NOT NULL,
+    web_search_requests   INTEGER NOT NULL,
+    web_fetch_requests    INTEGER NOT NULL,
+    micro_credits         INTEGER NOT NULL,
+    PRIMARY KEY (key_id, day, model)
+) WITHOUT ROWID;
+CREATE INDEX events_ts ON events (ts);
+CREATE INDEX key_ips_last_seen ON key_ips (last_seen);

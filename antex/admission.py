@@ -168,8 +168,7 @@ class Admission:
             hits.popleft()
         if len(hits) >= rule.ip_limit_hits:
             reason = f"automatic: refused for ip_limit_reached {len(hits)} times within {rule.within_s:g}s (possible leaked key)"
-            self.ledger.execute("UPDATE keys SET status = 'quarantined', status_reason = ?, updated_at = ? WHERE id = ? AND status = 'active'",
-                                (reason, now, key.id))
+            self.ledger.quarantine(key.id, reason, now)
             hits.clear()
 
     def check_windows(self, key: KeyRecord, state: KeyState, now: float) -> tuple[WindowState, WindowState]:

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from antex import store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
-from antex.appkeys import (ADMISSION, CLOCK, CONFIG, ENVIRON, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER,
+from antex.activity import ActivityCache
+from antex.appkeys import (ACTIVITY, ADMISSION, CLOCK, CONFIG, ENVIRON, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER,
                            RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
@@ -31,6 +32,8 @@ from antex.upstream.pool import Pool, Upstream
 log = logging.getLogger("antex")
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
+EVENTS_PRUNE_FIRST_S = 60.0  # raw events past [events] retention are rolled up a minute after start...
+EVENTS_PRUNE_EVERY_S = 86400.0  # ...and then once a day
 RESPONSES_PATH = "/v1/responses"
 PRUNE_EVERY_S = 60.0  # expired stored responses are dropped this often
 
@@ -51,6 +54,7 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(stored_responses)
     app.cleanup_ctx.append(key_watcher)
+    app.cleanup_ctx.append(daily_prune)
     app.cleanup_ctx.append(upstream_pool)
     app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
     app.on_response_prepare.append(add_gateway_headers)
@@ -62,26 +66,25 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
-    """The reader and the single writer connection; the ledger flushes every charge on stop."""
+    """The reader and the single writer connection; on stop the ledger flushes (for a bounded
+    time: what SQLite does not take stays in the journal)."""
     path = app[CONFIG].server.database
-    reader = await store.connect(path)
-    writer = await store.connect(path)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        reader = await store.connect(path)
+        stack.push_async_callback(reader.close)
+        writer = await store.Writer.open(path)
+        stack.push_async_callback(writer.close)
         journal = Journal(path)  # DatabaseInUse when another server has this database
-    except BaseException:
-        await writer.close()
-        await reader.close()
-        raise
-    app[READER] = store.Store(reader)
-    ledger = app[LEDGER] = Ledger(app[READER], store.Store(writer), journal, app[CLOCK])
-    app[ADMISSION] = Admission(app[CONFIG], ledger)
-    models = app[CONFIG].models
-    await ledger.recover(lambda model_id: models[model_id].rates if model_id in models else None)
-    ledger.start()
-    yield
-    await ledger.close()
-    await writer.close()
-    await reader.close()
+        stack.callback(journal.close)  # (a second close, after the ledger's, does nothing)
+        app[READER] = store.Store(reader)
+        ledger = app[LEDGER] = Ledger(app[READER], writer, journal, app[CLOCK])
+        app[ADMISSION] = Admission(app[CONFIG], ledger)
+        app[ACTIVITY] = ActivityCache(app[READER], ledger, app[CLOCK])
+        models = app[CONFIG].models
+        await ledger.recover(lambda model_id: models[model_id].rates if model_id in models else None)
+        ledger.start()
+        yield
+        await ledger.close()
 
 
 async def stored_responses(app: web.Application) -> AsyncIterator[None]:
@@ -123,19 +126,59 @@ async def stream_relays(app: web.Application) -> AsyncIterator[None]:
 
 
 async def key_watcher(app: web.Application) -> AsyncIterator[None]:
-    """Load every key, then poll for CLI changes so revocations land within a second."""
-    keys = app[KEYS] = KeyCache(app[CONFIG], app[READER])
-    await keys.refresh()
+    """Load every key, then poll for CLI changes so revocations land within a second. On a
+    connection of its own: a slow report on the shared reader never holds a revocation back."""
+    conn = await store.connect(app[CONFIG].server.database)
+    keys = app[KEYS] = KeyCache(app[CONFIG], store.Store(conn))
+    try:
+        await keys.refresh()
+    except BaseException:
+        await conn.close()
+        raise
 
     async def poll() -> None:
+        failing = None
         while True:
             await asyncio.sleep(KEY_POLL_S)
             try:
                 await keys.refresh()
-            except Exception:  # a locked or busy database: try again next tick
-                log.exception("reloading keys failed")
+            except Exception as error:  # a locked or busy database: try again next tick, say so once
+                if str(error) != failing:
+                    log.error("reloading keys failed (%s: %s); retrying", type(error).__name__, error)
+                    failing = str(error)
+            else:
+                if failing is not None:
+                    log.warning("reloading keys works again")
+                    failing = None
 
     task = asyncio.create_task(poll(), name="antex-key-watcher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await conn.close()
+
+
+async def daily_prune(app: web.Application) -> AsyncIterator[None]:
+    """A minute after start, then once a day: roll raw events past [events] retention up into
+    daily totals, and forget client IPs no limit needs."""
+    ledger, keep_s = app[LEDGER], app[CONFIG].events.retention_s
+
+    async def run() -> None:
+        delay = EVENTS_PRUNE_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = EVENTS_PRUNE_EVERY_S
+            try:
+                events, ips = await ledger.prune(keep_s)
+            except Exception as error:  # SQLite failing: the ledger says so too; try tomorrow
+                log.error("pruning failed (%s: %s); trying again in a day", type(error).__name__, error)
+            else:
+                if events or ips:
+                    log.info("pruned: %d events older than %.0f days rolled up into daily totals, %d client IPs "
+                             "unseen for 24 h forgotten", events, keep_s / 86400, ips)
+
+    task = asyncio.create_task(run(), name="antex-daily-prune")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

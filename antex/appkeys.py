@@ -6,6 +6,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from antex.activity import ActivityCache
 from antex.admission import Admission
 from antex.auth import KeyCache, KeyRecord
 from antex.config import Config
@@ -24,6 +25,7 @@ KEYS = web.AppKey("keys", KeyCache)
 RESPONSES = web.AppKey("responses", ResponseStore)  # stored responses of POST /v1/responses
 ADMISSION = web.AppKey("admission", Admission)
 POOL = web.AppKey("pool", Pool)  # the upstreams, their connections and health
+ACTIVITY = web.AppKey("activity", ActivityCache)
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 

@@ -9,6 +9,7 @@ import csv
 import logging
 import os
 import re
+import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
@@ -95,6 +96,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         server.serve(cfg, keys, host=host or cfg.server.host, port=cfg.server.port if port is None else port)
     except DatabaseInUse as exc:
         raise click.ClickException(str(exc)) from None
+    except (sqlite3.Error, OSError) as exc:  # at start: what the last run left stays in its journal
+        raise click.ClickException(f"Cannot open or write the database {cfg.server.database} "
+                                   f"({type(exc).__name__}: {exc}). Fix it and start again.") from None
 
 
 def upstream_keys(cfg: Config) -> dict[str, str]:
@@ -453,6 +457,37 @@ def parse_since(value: str, now: float) -> float:
 
 
 @cli.command()
+@click.option("--retention", help='Keep raw events this long, e.g. "30d" (default: [events] retention; more than 7 days).')
+@click.pass_context
+def prune(ctx: click.Context, retention: str | None) -> None:
+    """Roll credit events older than the retention up into daily totals, and forget client IPs unseen for 24 h.
+
+    A running server does the same once a day; this does it now. `antex events` still exports the
+    rolled-up days, one row per key, model and day (outcome daily_total, `requests` of them).
+    """
+    from antex.ledger import IP_WINDOW_S
+
+    cfg = load_config(ctx)
+    if retention is not None and (problem := config_module.check_events_retention(retention)):
+        raise click.BadParameter(f"{retention!r} {problem}", param_hint="--retention")
+    keep_s = cfg.events.retention_s if retention is None else config_module.duration_s(retention)
+    days = keep_s / 86400
+
+    async def run_prune() -> tuple[int, int]:
+        conn = await store.connect(cfg.server.database)  # creates or migrates it
+        await conn.close()
+        writer = await store.Writer.open(cfg.server.database)
+        try:
+            return await store.prune(writer, time.time(), keep_s, IP_WINDOW_S)
+        finally:
+            await writer.close()
+
+    events_rolled, ips = asyncio.run(run_prune())
+    click.echo(f"Rolled up {events_rolled} events older than {days:g} days into daily totals; "
+               f"forgot {ips} client IPs unseen for 24 h.")
+
+
+@cli.command()
 @click.option("--key", "key_ref", help="Only this key (name, id or visible prefix).")
 @click.option("--since", help="Only events after this: 24h, 7d, a unix time or an ISO date.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of CSV.")
@@ -464,7 +499,7 @@ def events(ctx: click.Context, key_ref: str | None, since: str | None, as_json: 
     columns = ["id", "time", "key_name", "key_id", "model", "endpoint", "input_tokens", "output_tokens",
                "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
                "web_fetch_requests", "credits", "request_id", "outcome",
-               "upstream"]
+               "upstream", "requests"]
 
     async def export(s: Store) -> None:
         key_id = _one_key(key_ref, await s.find_keys(key_ref)).id if key_ref else None

@@ -125,6 +125,13 @@ class ResponsesConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Raw credit events: how long they are kept before whole days are rolled up."""
+
+    retention_s: float
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     upstream: UpstreamConfig
@@ -132,6 +139,7 @@ class Config:
     models: dict[str, Model]
     plans: dict[str, Limits]
     responses: ResponsesConfig
+    events: EventsConfig
     source: str = "<defaults>"
     upstreams: tuple[UpstreamEntry, ...] = ()  # the pool; [upstream] alone makes it one entry
     _lookup: dict[str, Model] = field(default_factory=dict, repr=False, compare=False)
@@ -216,6 +224,14 @@ def _duration(value: str) -> str | None:
     return None
 
 
+def check_events_retention(value: str) -> str | None:
+    """What is wrong with an [events] retention (or `antex prune --retention`), or None."""
+    problem = _duration(value)
+    if problem is None and duration_s(value) <= 7 * 86400:
+        problem = 'must be more than 7 days, such as "90d" (the weekly window reads raw events)'
+    return problem
+
+
 NUMBER = (int, float)
 # section -> key -> (accepted types, optional check returning an error or None)
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
@@ -247,6 +263,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "retention": ((str,), _duration),
         "max_per_key": ((int,), _positive),
         "max_bytes_per_key": ((int,), _positive),
+    },
+    "events": {
+        "retention": ((str,), check_events_retention),
     },
     "models.*": {
         "display_name": ((str,), None),
@@ -315,10 +334,10 @@ def merge_documents(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any
 def from_document(document: dict[str, Any], source: str = "<defaults>") -> Config:
     """Validate a parsed TOML document (defaults already merged in)."""
     for section in document:
-        if section not in ("server", "upstream", "upstreams", "quarantine", "responses", "models", "plans"):
+        if section not in ("server", "upstream", "upstreams", "quarantine", "responses", "events", "models", "plans"):
             raise ConfigError(f"{source}: [{section}]: unknown section")
     checked = {name: _section(document, name, name, source)
-               for name in ("server", "upstream", "quarantine", "responses")}
+               for name in ("server", "upstream", "quarantine", "responses", "events")}
     models = {
         model_id: _model(model_id, _section(document["models"], model_id, f'models."{model_id}"', source, "models.*"))
         for model_id in _table(document, "models", source)
@@ -347,6 +366,7 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
         quarantine=QuarantineConfig(**checked["quarantine"]),
         responses=ResponsesConfig(duration_s(checked["responses"]["retention"]), checked["responses"]["max_per_key"],
                                   checked["responses"]["max_bytes_per_key"]),
+        events=EventsConfig(duration_s(checked["events"]["retention"])),
         models=models,
         plans=plans,
         source=source,

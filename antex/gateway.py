@@ -21,7 +21,7 @@ from antex.auth import KeyRecord, request_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
 from antex.errors import AntexError
-from antex.ledger import Charge, KeyState
+from antex.ledger import Charge, KeyState, LedgerUnavailable
 from antex.sse import UsageMeter
 from antex.translate.request import MIN_THINKING_BUDGET_TOKENS
 from antex.upstream import client as http_client
@@ -197,10 +197,11 @@ async def admit(request: web.Request, key: KeyRecord, *, model: Model, endpoint:
     call = Call(key, state, model, endpoint, ticket)
     try:
         call.journal_id = ledger.journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
-    except OSError:
+    except LedgerUnavailable:  # logged by the ledger, once per change of state
         ticket.release()
-        log.exception("journaling an admitted request failed")
-        raise AntexError("api_error", "Antex could not record the request in its ledger. Try again; if it persists, tell the operator.") from None
+        raise AntexError("ledger_unavailable", "Antex cannot record requests right now (its disk or database is failing), "
+                         "so it cannot serve them. Try again later; the operator can see why on /healthz.",
+                         headers={"retry-after": "30"}) from None
     return call
 
 

@@ -5,13 +5,19 @@ kept exact in memory; every settled request is added in memory at once and hande
 which commits whatever has piled up in one transaction, so write batches grow with load. Admitted
 requests are journaled in the append-only file of antex/journal.py, which a crash leaves for the
 next start to settle.
+
+When SQLite stops taking writes (a full disk, a lock held for minutes, a removed file) the ledger
+keeps serving from memory and the journal, retries with backoff, says so in the log once per
+change of state and through `health()` (/healthz); it refuses new requests only once the journal
+cannot take them either. A stop waits a bounded time for the writer, then leaves what is unwritten
+in the journal for the next start.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,17 +28,27 @@ import orjson
 from antex.config import Rates
 from antex.credits import Usage, micro_credits
 from antex.journal import Journal, OpenRequest, read_open
-from antex.store import INSERT_EVENT, SETTLE_JOURNAL, UPSERT_IP, Store
+from antex.store import QUARANTINE, Store, Writer, prune
 from antex.windows import SEVEN_DAYS_S, RollingWindow, both_windows, extend_both
 
 log = logging.getLogger("antex.ledger")
 
 IP_WINDOW_S = 24 * 3600
 IP_WRITE_EVERY_S = 60  # a known IP's last_seen is persisted at most this often
-WRITE_RETRY_S = 1.0
 # How long a settled charge may wait to be committed: a crash meanwhile still charges it from the
 # journal (with the usage seen, or an estimate), and waiting makes one commit serve many requests.
 COMMIT_EVERY_S = 0.05
+WRITE_RETRY_S = 0.5  # the first retry of a failed commit; each next one waits twice as long...
+WRITE_RETRY_MAX_S = 30.0  # ...up to this
+STALLED_AFTER_S = 5.0  # charges unwritten this long make the ledger unhealthy, failed commit or not
+FLUSH_ON_STOP_S = 5.0  # how long a stop waits for the writer before leaving the rest to the journal
+# Settled charges held in memory while SQLite fails, at most (a row is a few hundred bytes): past
+# this, requests are refused as when the journal is full.
+MAX_UNWRITTEN = 200_000
+
+
+class LedgerUnavailable(Exception):
+    """An admitted request cannot be recorded (the journal cannot be written): refuse it."""
 
 
 @dataclass
@@ -45,6 +61,7 @@ class KeyState:
     in_flight: int = 0
     ip_refusals: deque[float] = field(default_factory=deque)
     version: int = 0  # bumped on every charge; caches derived from the windows key on it
+    last_ts: float = 0.0  # the newest charge's time: no charge of this key is ever older
 
 
 class Charge(NamedTuple):
@@ -75,9 +92,10 @@ class Batch:
     """Writes waiting for the writer, applied in this order in one transaction."""
 
     events: list[tuple] = field(default_factory=list)  # settled requests...
-    settled: list[str] = field(default_factory=list)  # ...and their journal ids
+    event_ids: list[str | None] = field(default_factory=list)  # ...each one's journal id (a stop journals the rows)
+    settled: list[str] = field(default_factory=list)  # journal ids the transaction settles
     ips: list[tuple[int, str, float]] = field(default_factory=list)
-    statements: list[tuple[str, tuple]] = field(default_factory=list)
+    statements: list[tuple[str, tuple]] = field(default_factory=list)  # other writes (named in antex.store)
     legacy: list[tuple[str]] = field(default_factory=list)  # ids of rows an older version left in `inflight`
 
     def __bool__(self) -> bool:
@@ -85,15 +103,39 @@ class Batch:
 
     def put_back(self, newer: "Batch") -> "Batch":
         """This (failed) batch, with what arrived since appended: nothing is dropped."""
-        for name in ("events", "settled", "ips", "statements", "legacy"):
+        for name in ("events", "event_ids", "settled", "ips", "statements", "legacy"):
             getattr(self, name).extend(getattr(newer, name))
         return self
+
+
+class Failure:
+    """One part (SQLite or the journal) that fails: logged once when it starts, changes and ends."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.error: str | None = None
+        self.since: float | None = None  # wall-clock seconds
+        self.attempts = 0
+
+    def failed(self, error: BaseException, consequence: str) -> None:
+        self.attempts += 1
+        text = f"{type(error).__name__}: {error}"
+        if text != self.error:
+            log.error("%s failed (%s); %s", self.what, text, consequence)
+            self.error = text
+            self.since = self.since or time.time()
+
+    def recovered(self, detail: str) -> None:
+        if self.error is not None:
+            log.warning("%s works again after %.0f s (%d failed attempts); %s", self.what, time.time() - self.since,
+                        self.attempts, detail)
+        self.error, self.since, self.attempts = None, None, 0
 
 
 class Ledger:
     """Key states (lazily loaded, then exact) and the one writer of SQLite."""
 
-    def __init__(self, reader: Store, writer: Store, journal: Journal, clock: Callable[[], float]) -> None:
+    def __init__(self, reader: Store, writer: Writer, journal: Journal, clock: Callable[[], float]) -> None:
         self.reader = reader
         self.writer = writer
         self.journal_file = journal
@@ -104,6 +146,7 @@ class Ledger:
         self._journal_ids = itertools.count(1)
         self._boot = f"{int(time.time() * 1000):x}"
         self._wake = asyncio.Event()
+        self._retry_now = asyncio.Event()  # cuts a retry's backoff short (a flush, a stop)
         self._soon: asyncio.TimerHandle | None = None  # a pending _kick_soon wake-up
         self._idle = asyncio.Event()
         self._idle.set()
@@ -111,6 +154,9 @@ class Ledger:
         self._committed = 0  # the number of the last batch committed (every earlier one is too)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # flush() calls: (batch number, future)
         self._task: asyncio.Task | None = None
+        self._pending_since: float | None = None  # monotonic time of the oldest uncommitted charge
+        self.store_failure = Failure("writing to SQLite")
+        self.journal_failure = Failure(f"writing the journal {journal.path}")
 
     # reading
 
@@ -128,17 +174,31 @@ class Ledger:
     async def _load(self, key_id: int) -> KeyState:
         now = self.clock()
         windows = both_windows([], now)
+        newest = 0.0
         # In chunks, the loop running between them: a history of a million charges takes about a
         # second to read, and would otherwise hold every stream back for as long.
         async for chunk in self.reader.charge_chunks(key_id, now - SEVEN_DAYS_S):
             extend_both(windows, chunk, now)
+            newest = chunk[-1][0]
         ips = dict(await self.reader.ips_since(key_id, now - IP_WINDOW_S))
-        return self.states.setdefault(key_id, KeyState(five_hour=windows[0], seven_day=windows[1], ips=ips))
+        return self.states.setdefault(key_id, KeyState(five_hour=windows[0], seven_day=windows[1], ips=ips,
+                                                       last_ts=newest))
 
     @property
     def unwritten(self) -> int:
         """Settled charges not yet committed to SQLite."""
         return len(self._batch.events)
+
+    def health(self) -> dict | None:
+        """None while charges reach SQLite; otherwise what is wrong, for /healthz."""
+        stalled = self._pending_since is not None and time.monotonic() - self._pending_since > STALLED_AFTER_S
+        if not stalled and self.store_failure.error is None and self.journal_failure.error is None:
+            return None
+        problem = {"unwritten_charges": self.unwritten, "journal_open": self.journal_file.open_count,
+                   "store_error": self.store_failure.error, "journal_error": self.journal_failure.error}
+        if self._pending_since is not None:
+            problem["oldest_unwritten_s"] = round(time.monotonic() - self._pending_since, 1)
+        return problem
 
     # writing
 
@@ -146,28 +206,56 @@ class Ledger:
         """Record an admitted request before it goes upstream; returns its journal id.
 
         Written through at once (see antex/journal.py), so a crash at any later moment leaves an
-        entry the next start settles. Raises OSError when the journal cannot be written.
+        entry the next start settles. Raises LedgerUnavailable when the journal cannot take it, or
+        when SQLite is failing and the charges held for it are too many or have nowhere to go.
         """
+        if self.store_failure.error is not None:
+            self._check_room()
         journal_id = f"{self._boot}-{next(self._journal_ids)}"
-        self.journal_file.admitted(journal_id, key_id, self.clock(), model, endpoint, estimated_input)
+        try:
+            self.journal_file.admitted(journal_id, key_id, self.clock(), model, endpoint, estimated_input)
+        except OSError as error:
+            self.journal_failure.failed(error, "refusing requests (503) until it can be written")
+            raise LedgerUnavailable(str(error)) from None
+        if self.journal_failure.error is not None:
+            self.journal_failure.recovered("accepting requests again")
         return journal_id
+
+    def _check_room(self) -> None:
+        """While SQLite fails, charges live in memory and the journal: refuse when either is gone."""
+        if self.unwritten >= MAX_UNWRITTEN:
+            raise LedgerUnavailable(f"{self.unwritten} charges are waiting for SQLite")
+        if not self.journal_file.intact():
+            error = FileNotFoundError(f"{self.journal_file.path} was removed")
+            self.journal_failure.failed(error, "refusing requests (503): nothing unwritten would survive a restart")
+            raise LedgerUnavailable(str(error))
 
     def usage_seen(self, journal_id: str, usage: dict) -> None:
         """Remember a stream's first usage, so a crash mid-stream still charges what it knew."""
         try:
             self.journal_file.usage_seen(journal_id, usage)
-        except OSError:  # the request is journaled already; a crash would charge an estimate
-            log.exception("journaling the usage seen failed")
+        except OSError as error:  # the request is journaled already; a crash would charge an estimate
+            self.journal_failure.failed(error, "refusing new requests (503) until it can be written")
 
     def charge(self, state: KeyState, charge: Charge, journal_id: str | None = None) -> None:
-        """Count a settled request now, and queue it (and its journal row's removal) for the writer."""
+        """Count a settled request now, and queue it (and its journal row's removal) for the writer.
+
+        A charge is never older than the key's newest: a wall clock stepping back would otherwise
+        put it out of order, and the windows would have to be rebuilt."""
+        if charge.ts < state.last_ts:
+            charge = charge._replace(ts=state.last_ts)
+        state.last_ts = charge.ts
         if charge.micro_credits > 0:
             state.five_hour.add(charge.ts, charge.micro_credits)
             state.seven_day.add(charge.ts, charge.micro_credits)
             state.version += 1
-        self._batch.events.append(charge.row())
+        batch = self._batch
+        batch.events.append(charge.row())
+        batch.event_ids.append(journal_id)
         if journal_id is not None:
-            self._batch.settled.append(journal_id)
+            batch.settled.append(journal_id)
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
         self._kick_soon()
 
     def seen_ip(self, key_id: int, state: KeyState, ip: str, now: float) -> None:
@@ -177,8 +265,12 @@ class Ledger:
             self._batch.ips.append((key_id, ip, now))
             self._kick_soon()
 
+    def quarantine(self, key_id: int, reason: str, now: float) -> None:
+        """Quarantine an active key (the key watcher then refuses it), behind the pending writes."""
+        self.execute(QUARANTINE, (reason, now, key_id))
+
     def execute(self, sql: str, params: tuple) -> None:
-        """Queue any other write (e.g. an automatic quarantine) behind the pending ones."""
+        """Queue any other write (one of antex.store's named statements) behind the pending ones."""
         self._batch.statements.append((sql, params))
         self._kick()
 
@@ -200,7 +292,8 @@ class Ledger:
             self._soon = asyncio.get_running_loop().call_later(COMMIT_EVERY_S, self._wake.set)
 
     async def recover(self, rates_of: Callable[[str], Rates | None]) -> int:
-        """Settle the requests a crash left open; returns how many. Run before serving."""
+        """Settle the requests a crash (or a stop SQLite refused) left open; returns how many.
+        Run before serving."""
         left = read_open(self.journal_file.path, await self.reader.last_settled())
         legacy = await self.reader.inflight()
         left += [OpenRequest(journal_id, key_id, model, endpoint, estimated, orjson.loads(usage) if usage else None)
@@ -208,16 +301,13 @@ class Ledger:
         if left:
             now = self.clock()
             for request in left:
-                seen = request.usage
-                usage = Usage.from_anthropic(seen) if seen else Usage(input_tokens=request.estimated_input)
-                rates = rates_of(request.model)
-                self._batch.events.append(Charge(
-                    key_id=request.key_id, ts=now, model=request.model, endpoint=request.endpoint, usage=usage,
-                    micro_credits=micro_credits(usage, rates) if rates else 0, request_id=None,
-                    outcome="interrupted", estimated=not seen).row())
+                self._batch.events.append(tuple(request.charged) if request.charged else _interrupted(request, now, rates_of))
+                self._batch.event_ids.append(request.id)
                 self._batch.settled.append(request.id)
             self._batch.legacy += [(row[0],) for row in legacy]
-            log.warning("settled %d requests left open by an earlier stop", len(left))
+            written = sum(1 for request in left if request.charged)
+            log.warning("settled %d requests left open by an earlier stop (%d with the charge it had settled)",
+                        len(left), written)
             batch, self._batch = self._batch, Batch()
             await self._commit(batch)
         self.journal_file.rewrite()  # whatever the old file held is settled now
@@ -241,14 +331,20 @@ class Ledger:
             except asyncio.CancelledError:
                 self._batch = batch.put_back(self._batch)
                 raise
-            except Exception:
-                log.exception("writing %d credit events failed; retrying in %.0fs", len(batch.events), WRITE_RETRY_S)
-                self._batch = batch.put_back(self._batch)  # committed later, with a later batch number
-                await asyncio.sleep(WRITE_RETRY_S)
+            except Exception as error:  # sqlite3.Error or OSError: a full disk, a lock, a removed file
+                self._batch = batch.put_back(self._batch)
+                delay = min(WRITE_RETRY_MAX_S, WRITE_RETRY_S * 2 ** self.store_failure.attempts)
+                self.store_failure.failed(error, f"{self.unwritten} charges kept in memory and in the journal; "
+                                                 f"retrying with backoff up to {WRITE_RETRY_MAX_S:.0f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_now.wait(), delay)
+                self._retry_now.clear()
                 self._wake.set()
                 continue
             self._committed = number
             self._release_waiters()
+            self.store_failure.recovered(f"wrote {len(batch.events)} charges")
+            self._pending_since = time.monotonic() if self._batch.events else None
             if not self._batch:
                 self._idle.set()
 
@@ -263,16 +359,12 @@ class Ledger:
         self._waiters = waiting
 
     async def _commit(self, batch: Batch) -> None:
-        # The whole transaction is one call on the writer connection's thread: each await on
-        # aiosqlite is a round trip between threads (two GIL hand-offs and a loop wake-up), and
-        # a statement per await made a commit cycle five of them.
-        conn = self.writer.conn
-        await conn._execute(_apply, conn._conn, batch)
+        await self.writer.write(batch.events, batch.settled, batch.ips, batch.statements, batch.legacy)
         try:
             self.journal_file.settled(batch.settled)
-        except OSError:
+        except OSError as error:
             # journal_settled holds these ids until the next commit, which carries them again.
-            log.exception("journaling %d settled requests failed", len(batch.settled))
+            self.journal_failure.failed(error, "refusing new requests (503) until it can be written")
             self._batch.settled[:0] = batch.settled
 
     async def flush(self) -> None:
@@ -283,6 +375,7 @@ class Ledger:
         if self._batch:  # it will be the next batch taken; now, not when a ride-along wait would end
             number = self._taken + 1
             self._wake.set()
+            self._retry_now.set()  # a failed batch waiting out its backoff: try it now
         else:  # only the batch being committed
             number = self._taken
         if number <= self._committed:
@@ -291,40 +384,56 @@ class Ledger:
         self._waiters.append((number, waiter))
         await waiter
 
+    async def prune(self, keep_s: float) -> tuple[int, int]:
+        """Forget what no limit needs: client IPs unseen for 24 h (in memory and in SQLite), and
+        raw events past the retention (rolled up into daily totals). Returns (events, IPs)."""
+        now = self.clock()
+        horizon = now - IP_WINDOW_S
+        for state in self.states.values():
+            for ip in [ip for ip, seen in state.ips.items() if seen <= horizon]:
+                del state.ips[ip]
+        return await prune(self.writer, now, keep_s, IP_WINDOW_S)
+
     async def close(self) -> None:
-        """Flush, then stop the writer: nothing settled is lost on a graceful stop."""
+        """Flush for at most FLUSH_ON_STOP_S, then stop the writer. What SQLite did not take stays
+        in the journal, each settled charge as it was, for the next start to write."""
         if self._task is None:
             self.journal_file.close()
             return
         if not self._task.done():
-            await self.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), FLUSH_ON_STOP_S)
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._task = None
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
+        if self._batch.events:
+            self._leave_in_journal(self._batch)
         self.journal_file.close()
 
+    def _leave_in_journal(self, batch: Batch) -> None:
+        kept = 0
+        try:
+            for row, journal_id in zip(batch.events, batch.event_ids):
+                if journal_id is not None:
+                    self.journal_file.charged(journal_id, row)
+                    kept += 1
+        except OSError as error:
+            log.error("stopping with %d charges SQLite did not take; the journal took %d of them (%s): the next "
+                      "start charges the rest from what the journal knows", len(batch.events), kept, error)
+            return
+        log.error("stopping with %d charges SQLite did not take: they stay in the journal %s, and the next start "
+                  "writes them", len(batch.events), self.journal_file.path)
 
-def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
-    """Write `batch` in one transaction, on the writer connection's own thread."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if batch.events:
-            conn.executemany(INSERT_EVENT, batch.events)
-        if batch.settled:
-            conn.execute(SETTLE_JOURNAL, (orjson.dumps(batch.settled).decode(),))
-        if batch.legacy:
-            conn.executemany("DELETE FROM inflight WHERE id = ?", batch.legacy)
-        if batch.ips:
-            conn.executemany(UPSERT_IP, batch.ips)
-        for sql, params in batch.statements:
-            conn.execute(sql, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+
+def _interrupted(request: OpenRequest, now: float, rates_of: Callable[[str], Rates | None]) -> tuple:
+    """The credit event of a request a crash cut: the usage seen, or an estimate marked as such."""
+    seen = request.usage
+    usage = Usage.from_anthropic(seen) if seen else Usage(input_tokens=request.estimated_input)
+    rates = rates_of(request.model)
+    return Charge(key_id=request.key_id, ts=now, model=request.model, endpoint=request.endpoint, usage=usage,
+                  micro_credits=micro_credits(usage, rates) if rates else 0, request_id=None,
+                  outcome="interrupted", estimated=not seen).row()

@@ -1,22 +1,30 @@
-"""SQLite through aiosqlite: connections, schema.sql migrations, and every named query.
+"""SQLite: connections, schema.sql migrations, and every named query and write.
 
-The server opens two connections: a reader (key cache, lazy window loads, reports) and the
-ledger's single writer. The CLI opens its own; WAL mode and a busy timeout let all of them work
-at once without "database is locked" ever reaching anyone.
+The server opens three connections: a reader (lazy window loads, reports), one for the key
+watcher alone (so no slow report delays a revocation), both through aiosqlite, and the ledger's
+single `Writer`. The CLI opens its own; WAL mode and a busy timeout let all of them work at once
+without "database is locked" ever reaching anyone.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 import aiosqlite
 import orjson
 
 BUSY_TIMEOUT_MS = 30_000
+# The writer waits less for a lock: the ledger retries a failed batch with backoff (and says so),
+# and a stop never waits longer than this on a database another process holds.
+WRITER_BUSY_TIMEOUT_MS = 2_000
+DAY_S = 86400
 _MIGRATION = re.compile(r"^-- migration (\d+): (.+)$", re.MULTILINE)
 
 
@@ -110,6 +118,15 @@ SETTLE_JOURNAL = "UPDATE journal_settled SET ids = ? WHERE id = 1"
 CHARGES_SINCE = "SELECT ts, micro_credits FROM events WHERE key_id = ? AND ts > ? ORDER BY ts"
 UPSERT_IP = ("INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?, ?, ?) "
              "ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)")
+QUARANTINE = "UPDATE keys SET status = 'quarantined', status_reason = ?, updated_at = ? WHERE id = ? AND status = 'active'"
+DELETE_LEGACY = "DELETE FROM inflight WHERE id = ?"
+TOTALS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
+          "web_search_requests", "web_fetch_requests", "micro_credits")
+ROLL_UP_DAY = (f"INSERT INTO daily_usage (key_id, day, model, requests, {', '.join(TOTALS)}) "
+               f"SELECT key_id, ?, model, COUNT(*), {', '.join(f'SUM({c})' for c in TOTALS)} "
+               f"FROM events WHERE ts >= ? AND ts < ? GROUP BY key_id, model "
+               f"ON CONFLICT (key_id, day, model) DO UPDATE SET requests = requests + excluded.requests, "
+               + ", ".join(f"{c} = {c} + excluded.{c}" for c in TOTALS))
 
 
 class Store:
@@ -185,7 +202,12 @@ class Store:
             "GROUP BY model ORDER BY SUM(micro_credits) DESC", (key_id, since))
 
     async def iter_events(self, key_id: int | None, since: float | None) -> AsyncIterator[dict[str, Any]]:
-        """Credit events oldest first, with the key's name, for export."""
+        """Credit events oldest first, with the key's name, for export (`requests` = 1 each).
+
+        Days past the retention come first, as one daily total per key and model: `requests` of
+        them, outcome `daily_total`, no id; a day is included when it ends after `since`."""
+        async for row in self._daily_totals(key_id, since):
+            yield row
         where, params = ["1 = 1"], []
         if key_id is not None:
             where.append("e.key_id = ?")
@@ -197,7 +219,24 @@ class Store:
         sql = f"SELECT {columns}, k.name FROM events e JOIN keys k ON k.id = e.key_id WHERE {' AND '.join(where)} ORDER BY e.ts, e.id"
         async with self.conn.execute(sql, params) as cursor:
             async for row in cursor:
-                yield dict(zip(("id", *EVENT_COLUMNS, "key_name"), row))
+                yield dict(zip(("id", *EVENT_COLUMNS, "key_name"), row), requests=1)
+
+    async def _daily_totals(self, key_id: int | None, since: float | None) -> AsyncIterator[dict[str, Any]]:
+        where, params = ["1 = 1"], []
+        if key_id is not None:
+            where.append("d.key_id = ?")
+            params.append(key_id)
+        if since is not None:
+            where.append("d.day > ?")
+            params.append(since - DAY_S)
+        sql = (f"SELECT d.key_id, d.day, d.model, d.requests, {', '.join(f'd.{c}' for c in TOTALS)}, k.name "
+               f"FROM daily_usage d JOIN keys k ON k.id = d.key_id WHERE {' AND '.join(where)} "
+               f"ORDER BY d.day, d.key_id, d.model")
+        async with self.conn.execute(sql, params) as cursor:
+            async for key, day, model, requests, *totals, name in cursor:
+                yield {"id": None, "key_id": key, "ts": day, "model": model, "endpoint": None, **dict(zip(TOTALS, totals)),
+                       "request_id": None, "outcome": "daily_total", "estimated": 0, "upstream": None, "key_name": name,
+                       "requests": requests}
 
     async def inflight(self) -> list[tuple]:
         """Requests an older Antex journaled in SQLite and never settled:
@@ -216,3 +255,109 @@ class Store:
 
     async def upsert_ips(self, rows: list[tuple[int, str, float]]) -> None:
         await self.conn.executemany(UPSERT_IP, rows)
+
+
+class Writer:
+    """The one connection that writes, on a thread of its own; every write goes through it.
+
+    The ledger hands it a whole batch, which is one transaction in one hop from the event loop to
+    this thread and back: a statement per await made a commit cycle five round trips between
+    threads. Plain sqlite3 on a one-thread executor, because aiosqlite has no public way to run a
+    function on its connection's thread; the thread runs one call at a time, in order.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        self._conn = conn
+        self._thread = thread
+
+    @classmethod
+    async def open(cls, path: str) -> "Writer":
+        """Connect to `path` (already migrated by `connect`)."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="antex-sqlite-writer")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(thread, _open_writer, path)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(conn, thread)
+
+    async def write(self, events: list[tuple], settled: list[str], ips: list[tuple[int, str, float]],
+                    statements: list[tuple[str, tuple]], legacy: list[tuple[str]]) -> None:
+        """One transaction: credit events, the journal ids they settle, rows an older version left
+        in `inflight`, client IPs seen, then other writes (this module's named statements), in order."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, _write, self._conn, events, settled, ips, statements, legacy)
+
+    async def roll_up_day(self, day: float) -> int:
+        """Fold the events of the UTC day starting at `day` into `daily_usage` and delete them,
+        in one transaction (a day at a time: the ledger's commits run in between); returns how many."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, _roll_up_day, self._conn, day)
+
+    async def oldest_event(self) -> float | None:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, lambda: self._conn.execute("SELECT MIN(ts) FROM events").fetchone()[0])
+
+    async def forget_ips(self, before: float) -> int:
+        """Delete client IPs last seen before `before`; returns how many."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, lambda: self._conn.execute("DELETE FROM key_ips WHERE last_seen < ?", (before,)).rowcount)
+
+    async def close(self) -> None:
+        """Close once the call in progress, if any, has returned (bounded by the busy timeout)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+
+def _open_writer(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _write(conn: sqlite3.Connection, events: list[tuple], settled: list[str], ips: list[tuple],
+           statements: list[tuple[str, tuple]], legacy: list[tuple[str]]) -> None:
+    """Writer.write on the writer's thread."""
+    with _transaction(conn):
+        if events:
+            conn.executemany(INSERT_EVENT, events)
+        if settled:
+            conn.execute(SETTLE_JOURNAL, (orjson.dumps(settled).decode(),))
+        if legacy:
+            conn.executemany(DELETE_LEGACY, legacy)
+        if ips:
+            conn.executemany(UPSERT_IP, ips)
+        for sql, params in statements:
+            conn.execute(sql, params)
+
+
+def _roll_up_day(conn: sqlite3.Connection, day: float) -> int:
+    with _transaction(conn):
+        conn.execute(ROLL_UP_DAY, (day, day, day + DAY_S))
+        return conn.execute("DELETE FROM events WHERE ts >= ? AND ts < ?", (day, day + DAY_S)).rowcount
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, so the connection stays usable."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+async def prune(writer: Writer, now: float, keep_s: float, ip_window_s: float) -> tuple[int, int]:
+    """Roll every whole UTC day that ended `keep_s` ago up into daily totals, and forget client
+    IPs no limit looks at any more; returns (events rolled up, IPs forgotten)."""
+    keep_from = (now - keep_s) // DAY_S * DAY_S
+    rolled = 0
+    while (oldest := await writer.oldest_event()) is not None and oldest < keep_from:
+        rolled += await writer.roll_up_day(oldest // DAY_S * DAY_S)
+    return rolled, await writer.forget_ips(now - ip_window_s)

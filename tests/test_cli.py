@@ -43,7 +43,7 @@ from tests.fake_anthropic import DEFAULT_API_KEY
 KEY_PATTERN = re.compile(r"sk_live_[A-Za-z0-9]{43}")
 EVENT_COLUMNS = ["id", "time", "key_name", "key_id", "model", "endpoint", "input_tokens", "output_tokens",
                  "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
-                 "web_fetch_requests", "credits", "request_id", "outcome", "upstream"]
+                 "web_fetch_requests", "credits", "request_id", "outcome", "upstream", "requests"]
 DEFAULTS = config_module.load(None)
 HOUR = 3600
 DAY = 86400

@@ -271,8 +271,9 @@ async def test_cli_writes_while_the_server_writes_never_lock(served, fake: FakeA
     assert server.rows("SELECT COUNT(*) FROM events") == [(160,)]
 
 
-async def test_a_journal_that_cannot_be_written_refuses_the_request(make_gateway, monkeypatch) -> None:
-    """Nothing goes upstream unjournaled: a full disk is a clear 500, and the slot is freed."""
+async def test_a_journal_that_cannot_be_written_refuses_the_request(make_gateway, monkeypatch, caplog) -> None:
+    """Nothing goes upstream unjournaled: a full disk is a clear 503, said once in the log, and the
+    slot is freed."""
     gateway = await make_gateway()
     key = await gateway.create_key("alice", max_concurrent=1)
 
@@ -281,11 +282,16 @@ async def test_a_journal_that_cannot_be_written_refuses_the_request(make_gateway
 
     monkeypatch.setattr(gateway.app[LEDGER].journal_file, "admitted", disk_full)
     async with aiohttp.ClientSession() as http:
-        for _ in range(2):  # the second would be refused for concurrency if the first kept its slot
+        for _ in range(3):  # the second would be refused for concurrency if the first kept its slot
             async with http.post(gateway.url + "/v1/messages", json=sample_body(), headers={"x-api-key": key}) as resp:
-                assert resp.status == 500
+                assert resp.status == 503 and resp.headers["retry-after"]
                 assert (await resp.json())["error"]["type"] == "api_error"
+        async with http.get(gateway.url + "/healthz") as resp:
+            assert resp.status == 503
+            assert "No space left" in (await resp.json())["ledger"]["journal_error"]
     assert gateway.fake.requests == []
+    assert len([r for r in caplog.records if "No space left" in r.getMessage()]) == 1  # once, not per request
+    assert "Traceback" not in caplog.text
 
 
 async def test_antex_serve_on_a_database_in_use_exits_with_a_clear_message(served, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from antex.appkeys import CLOCK, POOL
+from antex.appkeys import CLOCK, LEDGER, POOL
 from antex.routes import expect
 
 HEALTHY = b'{"status":"ok"}'
@@ -19,10 +19,14 @@ def setup(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness, and each upstream's state: ok, cooling (until when, which model families) or down."""
+    """Liveness and each upstream's state (ok, cooling until when for which model families, or
+    down); 503 when the ledger cannot write (the store or the journal fails), with how many charges
+    wait to be written, so a load balancer or a monitor sees it."""
     upstreams = request.app[POOL].states(request.app[CLOCK]())
-    status = "ok" if all(upstream["state"] == "ok" for upstream in upstreams) else "degraded"
-    return web.Response(body=orjson.dumps({"status": status, "upstreams": upstreams}), content_type="application/json")
+    ledger = request.app[LEDGER].health()
+    status = "ok" if ledger is None and all(upstream["state"] == "ok" for upstream in upstreams) else "degraded"
+    body = {"status": status, "upstreams": upstreams} | ({"ledger": ledger} if ledger is not None else {})
+    return web.Response(body=orjson.dumps(body), status=200 if ledger is None else 503, content_type="application/json")
 
 
 async def hello(request: web.Request) -> web.Response:

@@ -4,10 +4,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from antex import gateway
-from antex.appkeys import ADMISSION, CLOCK, LEDGER, READER
+from antex.appkeys import ACTIVITY, ADMISSION, CLOCK, LEDGER
 from antex.report import activity_body, usage_body
 from antex.routes import expect
-from antex.windows import WINDOWS
 
 NO_STORE = {"cache-control": "no-store"}  # a person's usage is live and private
 
@@ -29,8 +28,6 @@ async def usage(request: web.Request) -> web.Response:
 async def activity(request: web.Request) -> web.Response:
     key = gateway.authenticate(request)
     request.app[ADMISSION].check_key(key)
-    now = request.app[CLOCK]()
-    reader = request.app[READER]
-    per_window = {title: await reader.activity(key.id, now - window_s) for title, _, window_s in WINDOWS}
-    body = activity_body(per_window=per_window, limits=key.limits, now=now)
+    per_window = await request.app[ACTIVITY].per_window(key.id)
+    body = activity_body(per_window=per_window, limits=key.limits, now=request.app[CLOCK]())
     return web.json_response(body, dumps=gateway.dumps, headers=NO_STORE)
