@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -266,9 +267,11 @@ class Writer:
     function on its connection's thread; the thread runs one call at a time, in order.
     """
 
-    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, path: str) -> None:
         self._conn = conn
         self._thread = thread
+        self._path = path
+        self._file = os.stat(path)
 
     @classmethod
     async def open(cls, path: str) -> "Writer":
@@ -279,14 +282,25 @@ class Writer:
         except BaseException:
             thread.shutdown(wait=False)
             raise
-        return cls(conn, thread)
+        return cls(conn, thread, path)
 
     async def write(self, events: list[tuple], settled: list[str], ips: list[tuple[int, str, float]],
                     statements: list[tuple[str, tuple]], legacy: list[tuple[str]]) -> None:
         """One transaction: credit events, the journal ids they settle, rows an older version left
         in `inflight`, client IPs seen, then other writes (this module's named statements), in order."""
         await asyncio.get_running_loop().run_in_executor(
-            self._thread, _write, self._conn, events, settled, ips, statements, legacy)
+            self._thread, self._write, events, settled, ips, statements, legacy)
+
+    def _write(self, *writes: list) -> None:
+        # SQLite goes on writing to a database file that was deleted (or replaced) under it, into
+        # nothing anyone will read again: that is a failed write too.
+        try:
+            moved = not os.path.samestat(self._file, os.stat(self._path))
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            raise FileNotFoundError(f"the database file {self._path} was removed or replaced")
+        _write(self._conn, *writes)
 
     async def roll_up_day(self, day: float) -> int:
         """Fold the events of the UTC day starting at `day` into `daily_usage` and delete them,

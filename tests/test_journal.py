@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -72,3 +76,50 @@ def test_one_server_per_database(database: str) -> None:
         Journal(database)
     first.close()
     Journal(database).close()  # free again once the first has stopped
+
+
+def test_the_lock_is_a_file_of_its_own_never_the_database(database: str) -> None:
+    """Closing any descriptor of the database file drops SQLite's POSIX locks on it: the server's
+    lock lives in antex.db-lock, and the journal never opens the database file."""
+    first = Journal(database)
+    database_file = os.stat(database)
+    opened = [os.stat(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not any(os.path.samestat(found, database_file) for found in opened)
+    with open(journal.lock_path_for(database), "rb") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    first.close()
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """RLIMIT_FSIZE on this process for a moment: a write past `limit` fails part-way (Python
+    ignores SIGXFSZ, so it is EFBIG, not death)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_write_that_fails_part_way_leaves_no_torn_record(database: str) -> None:
+    """A torn record would swallow the next line: here the `s` line, and b-1 would be charged twice."""
+    file = Journal(database)
+    admit(file, "b-1")
+    size = Path(file.path).stat().st_size
+    with file_size_limit(size + 20), pytest.raises(OSError):
+        admit(file, "b-2")  # 20 bytes of it fit, the rest does not
+    assert Path(file.path).stat().st_size == size  # cut back
+    file.settled(["b-1"])
+    assert read_open(file.path) == []
+    file.close()
+
+
+def test_a_record_glued_behind_a_torn_one_is_still_read(database: str) -> None:
+    path = journal.path_for(database)
+    Path(path).write_bytes(b'["a","b-1",1,1.0,"m","/v1/messages",5]\n["a","b-2",1,2.0,"m","/v1/mes["s",["b-1"]]\n'
+                           b'["c","b-3",[1,3.0,"m","/v1/messages",1,2,0,0,0,700,null,"complete",0]]\n'
+                           b'["a","b-3",1,3.0,"m","/v1/messages",5]\n')
+    assert read_open(path) == [
+        OpenRequest("b-3", 1, "m", "/v1/messages", 5, None, [1, 3.0, "m", "/v1/messages", 1, 2, 0, 0, 0, 700, None, "complete", 0])]

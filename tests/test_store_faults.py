@@ -1,0 +1,255 @@
+"""A store that stops writing, with real OS faults on a real `antex serve`: a file-size limit, a
+writer from another process holding the SQLite lock, the database directory removed.
+
+What must hold: requests are served while the journal can take them and refused with a clear 503
+once it cannot; /healthz says 503 with the number of unwritten charges within a few seconds; the
+log says so once per change of state, never a traceback per retry; SIGTERM exits within
+shutdown_grace_s plus a bounded flush; the next start writes what was left, each request once.
+"""
+from __future__ import annotations
+
+import asyncio
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from antex import journal
+from antex.ledger import FLUSH_ON_STOP_S
+from tests.conftest import ROOT, insert_key, sample_body
+from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
+from tests.processes import clean_env, free_port, stop
+
+GRACE_S = 1
+STOP_BOUND_S = GRACE_S + FLUSH_ON_STOP_S + 2 + 3  # grace, the bounded flush, the writer's busy timeout, slack
+
+
+class Server:
+    """`antex serve` as a real process whose output goes through a pipe: a file-size limit on the
+    process must not stop it from logging."""
+
+    def __init__(self, database: Path, upstream_url: str) -> None:
+        self.database = database
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = database.parent.parent / "antex.toml"
+        self.config.write_text(f'[server]\ndatabase = "{database}"\nport = {self.port}\nshutdown_grace_s = {GRACE_S}\n'
+                               f'[upstream]\nbase_url = "{upstream_url}"\n')
+        self.output: list[str] = []
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self, file_size_limit: int | None = None) -> None:
+        def limit() -> None:  # in the child, before exec: Python ignores SIGXFSZ, so a write fails with EFBIG
+            if file_size_limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+        self.proc = subprocess.Popen([sys.executable, "antex.py", "--config", str(self.config), "serve"], cwd=ROOT,
+                                     env=clean_env(ANTEX_UPSTREAM_KEY=DEFAULT_API_KEY), preexec_fn=limit,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.log
+                try:
+                    async with http.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            await asyncio.sleep(0.4)  # the key watcher has loaded every key
+                            return
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        raise AssertionError("antex serve did not come up:\n" + self.log)
+
+    def _drain(self, out) -> None:
+        with out:
+            self.output.extend(out)
+
+    def wait(self, timeout_s: float = 60) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        return code
+
+    @property
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def sigterm(self) -> tuple[int, float]:
+        """Stop it; returns (exit code, seconds it took)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait()
+        return code, time.monotonic() - started
+
+    def rows(self, sql: str) -> list[tuple]:
+        db = sqlite3.connect(self.database)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
+
+@pytest.fixture
+async def fake() -> FakeAnthropic:
+    upstream = FakeAnthropic()
+    await upstream.start()
+    yield upstream
+    await upstream.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path, fake: FakeAnthropic):
+    (tmp_path / "data").mkdir()
+    made = Server(tmp_path / "data" / "antex.db", fake.url)
+    yield made
+    if made.proc is not None:
+        stop(made.proc)
+        made.wait()
+
+
+async def post(http: aiohttp.ClientSession, url: str, key: str, stream: bool = False) -> tuple[int, dict | bytes]:
+    async with http.post(url + "/v1/messages", json=sample_body(stream=stream), headers={"x-api-key": key}) as resp:
+        body = await resp.read()
+        return resp.status, orjson.loads(body) if resp.status != 200 else body
+
+
+async def health(url: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/healthz") as resp:
+            return resp.status, await resp.json()
+
+
+async def wait_health(url: str, status: int, within_s: float) -> dict:
+    deadline = time.monotonic() + within_s
+    while True:
+        found, body = await health(url)
+        if found == status:
+            return body
+        assert time.monotonic() < deadline, f"/healthz still {found} {body} after {within_s} s"
+        await asyncio.sleep(0.1)
+
+
+async def written(server: Server, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while server.rows("SELECT COUNT(*) FROM events") != [(count,)]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+def hold_write_lock(database: Path) -> sqlite3.Connection:
+    """Another process's writer in the middle of a transaction: SQLite's write lock, held."""
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+async def test_a_locked_database_is_served_from_the_journal_and_written_once_it_is_free(server: Server) -> None:
+    key = await insert_key(str(server.database), "alice", "pro", {"max_concurrent": 0})
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        assert (await post(http, server.url, key))[0] == 200
+        await written(server, 1)
+        lock = hold_write_lock(server.database)
+        for _ in range(10):  # the journal takes them: served as usual
+            assert (await post(http, server.url, key, stream=True))[0] == 200
+        problem = await wait_health(server.url, 503, within_s=5)
+        assert problem["status"] == "degraded" and problem["ledger"]["unwritten_charges"] == 10
+        await asyncio.sleep(3)  # several retries, with backoff
+        lock.rollback()
+        lock.close()
+        await wait_health(server.url, 200, within_s=6)
+    assert server.rows("SELECT COUNT(*), SUM(outcome = 'complete') FROM events") == [(11, 11)]
+    failed = [line for line in server.output if "writing to SQLite failed" in line]
+    assert len(failed) == 1 and "database is locked" in failed[0], server.log
+    assert len([line for line in server.output if "writing to SQLite works again" in line]) == 1, server.log
+    assert "Traceback" not in server.log
+
+
+async def test_a_stop_while_the_database_is_locked_is_bounded_and_the_next_start_writes_the_rest(server: Server) -> None:
+    key = await insert_key(str(server.database), "alice", "pro", {"max_concurrent": 0})
+    await server.start()
+    lock = hold_write_lock(server.database)
+    try:
+        async with aiohttp.ClientSession() as http:
+            statuses = await asyncio.gather(*(post(http, server.url, key, stream=n % 2 == 0) for n in range(12)))
+        assert [status for status, _ in statuses] == [200] * 12
+        code, took_s = server.sigterm()
+        assert took_s < STOP_BOUND_S, server.log
+        assert code == 0, server.log
+    finally:
+        lock.rollback()
+        lock.close()
+    assert "stopping with 12 charges SQLite did not take" in server.log
+    left = journal.read_open(journal.path_for(str(server.database)))
+    assert len(left) == 12 and all(request.charged for request in left)  # each with its exact credit event
+
+    await server.start()  # the lock is gone: the next start writes what was left
+    assert server.sigterm()[0] == 0
+    events = server.rows("SELECT outcome, estimated, output_tokens FROM events")
+    assert len(events) == 12 and {row[:2] for row in events} == {("complete", 0)}  # as settled, not estimated
+    assert journal.read_open(journal.path_for(str(server.database))) == []
+
+
+async def test_a_file_size_limit_refuses_with_503_once_the_journal_is_full(server: Server) -> None:
+    """RLIMIT_FSIZE: SQLite's WAL hits it first (charges kept in memory and the journal), then the
+    journal (requests refused with a clear 503). Nothing admitted is lost or charged twice."""
+    key = await insert_key(str(server.database), "alice", "pro", {"max_concurrent": 0})
+    await server.start(file_size_limit=48 * 1024)  # the WAL index needs 32 KiB
+    served = refused = 0
+    saw_unwritten = 0
+    async with aiohttp.ClientSession() as http:
+        for n in range(3000):
+            status, body = await post(http, server.url, key)
+            if status == 503:
+                assert body["error"]["type"] == "api_error" and "cannot record" in body["error"]["message"]
+                refused += 1
+                if refused == 5:
+                    break
+                continue
+            assert status == 200 and refused == 0, (status, body)
+            served += 1
+            if n % 50 == 0:
+                found, problem = await health(server.url)
+                if found == 503:
+                    saw_unwritten = problem["ledger"]["unwritten_charges"]
+    assert refused == 5 and served > 10
+    assert saw_unwritten > 0
+    status, problem = await health(server.url)
+    assert status == 503 and problem["ledger"]["journal_error"] and problem["ledger"]["unwritten_charges"] > 0
+    code, took_s = server.sigterm()
+    assert took_s < STOP_BOUND_S and code == 0, server.log
+    assert len([line for line in server.output if "writing to SQLite failed" in line]) <= 2, server.log
+    assert len([line for line in server.output if "failed (OSError: [Errno 27] File too large)" in line]) == 1, server.log
+    assert "Traceback" not in server.log
+
+    await server.start()  # no limit: everything admitted is written, once
+    assert server.sigterm()[0] == 0
+    assert server.rows("SELECT COUNT(*) FROM events") == [(served,)]
+    assert journal.read_open(journal.path_for(str(server.database))) == []
+
+
+async def test_a_removed_database_directory_refuses_with_503_and_stops_in_bounded_time(server: Server) -> None:
+    key = await insert_key(str(server.database), "alice", "pro", {"max_concurrent": 0})
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        assert (await post(http, server.url, key))[0] == 200
+        shutil.rmtree(server.database.parent)
+        deadline = time.monotonic() + 8
+        while (status := (await post(http, server.url, key))[0]) == 200:  # until the writer notices
+            assert time.monotonic() < deadline, "still accepting requests it cannot record"
+            await asyncio.sleep(0.1)
+        assert status == 503
+    problem = await wait_health(server.url, 503, within_s=5)
+    assert problem["ledger"]["unwritten_charges"] > 0 and "removed" in problem["ledger"]["journal_error"]
+    code, took_s = server.sigterm()
+    assert took_s < STOP_BOUND_S, server.log
+    assert "Traceback" not in server.log
