@@ -24,13 +24,12 @@ import orjson
 import pytest
 
 from antex import journal
-from antex.ledger import FLUSH_ON_STOP_S
 from tests.conftest import ROOT, insert_key, sample_body
 from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
 from tests.processes import clean_env, free_port, stop
 
 GRACE_S = 1
-STOP_BOUND_S = GRACE_S + FLUSH_ON_STOP_S + 2 + 3  # grace, the bounded flush, the writer's busy timeout, slack
+STOP_BOUND_S = GRACE_S + 5 + 2 + 3  # grace, the bounded flush (ledger.FLUSH_ON_STOP_S), the writer's busy timeout, slack
 
 
 class Server:
