@@ -117,9 +117,17 @@ def test_a_write_that_fails_part_way_leaves_no_torn_record(database: str) -> Non
 
 
 def test_a_record_glued_behind_a_torn_one_is_still_read(database: str) -> None:
+    """As an older version could leave it: b-2's record torn, and b-1's `s` line glued behind it."""
     path = journal.path_for(database)
-    Path(path).write_bytes(b'["a","b-1",1,1.0,"m","/v1/messages",5]\n["a","b-2",1,2.0,"m","/v1/mes["s",["b-1"]]\n'
-                           b'["c","b-3",[1,3.0,"m","/v1/messages",1,2,0,0,0,700,null,"complete",0]]\n'
-                           b'["a","b-3",1,3.0,"m","/v1/messages",5]\n')
-    assert read_open(path) == [
-        OpenRequest("b-3", 1, "m", "/v1/messages", 5, None, [1, 3.0, "m", "/v1/messages", 1, 2, 0, 0, 0, 700, None, "complete", 0])]
+    Path(path).write_bytes(b'["a","b-1",1,1.0,"m","/v1/messages",5]\n["a","b-2",1,2.0,"m","/v1/mes["s",["b-1"]]\n')
+    assert read_open(path) == []
+
+
+def test_a_charge_a_stop_could_not_commit_is_read_back_whole(database: str) -> None:
+    file = Journal(database)
+    admit(file, "b-1")
+    admit(file, "b-2")
+    row = (1, 3.0, "claude-sonnet-4-6", "/v1/messages", 1, 2, 0, 0, 0, 700, None, "complete", 0)
+    file.charged("b-1", row)
+    file.close()  # b-1 and b-2 stay open: the next start writes b-1's row, and charges b-2 as interrupted
+    assert [(request.id, request.charged) for request in read_open(file.path)] == [("b-1", list(row)), ("b-2", None)]
