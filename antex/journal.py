@@ -159,6 +159,17 @@ class Journal:
         self._append(line)
         self._open[journal_id] = [line]
 
+    def adopt(self, request: OpenRequest) -> None:
+        """Keep a request an earlier run left open in this run's file until it is settled (the
+        next rewrite writes its lines again)."""
+        lines = [orjson.dumps(("a", request.id, request.key_id, 0.0, request.model, request.endpoint,
+                               request.estimated_input)) + b"\n"]
+        if request.usage is not None:
+            lines.append(orjson.dumps(("u", request.id, request.usage)) + b"\n")
+        if request.charged is not None:
+            lines.append(orjson.dumps(("c", request.id, request.charged)) + b"\n")
+        self._open[request.id] = lines
+
     def usage_seen(self, journal_id: str, usage: dict) -> None:
         lines = self._open.get(journal_id)
         if lines is None:

@@ -143,6 +143,7 @@ class Ledger:
         self.states: dict[int, KeyState] = {}
         self._loading: dict[int, asyncio.Future[KeyState]] = {}
         self._batch = Batch()
+        self._writing = Batch()  # the batch of the commit under way
         self._journal_ids = itertools.count(1)
         self._boot = f"{int(time.time() * 1000):x}"
         self._wake = asyncio.Event()
@@ -186,8 +187,8 @@ class Ledger:
 
     @property
     def unwritten(self) -> int:
-        """Settled charges not yet committed to SQLite."""
-        return len(self._batch.events)
+        """Settled charges not yet committed to SQLite (those of a commit under way included)."""
+        return len(self._batch.events) + len(self._writing.events)
 
     def health(self) -> dict | None:
         """None while charges reach SQLite; otherwise what is wrong, for /healthz."""
@@ -293,9 +294,13 @@ class Ledger:
 
     async def recover(self, rates_of: Callable[[str], Rates | None]) -> int:
         """Settle the requests a crash (or a stop SQLite refused) left open; returns how many.
-        Run before serving."""
+        Run before serving. When SQLite refuses the write now, they stay open in the journal and
+        the writer retries them with everything else once it runs."""
         left = read_open(self.journal_file.path, await self.reader.last_settled())
-        legacy = await self.reader.inflight()
+        for request in left:
+            self.journal_file.adopt(request)
+        self.journal_file.rewrite()  # only what is still open, as this run's own
+        legacy = await self.reader.inflight()  # (settled in SQLite itself: never copied into the journal)
         left += [OpenRequest(journal_id, key_id, model, endpoint, estimated, orjson.loads(usage) if usage else None)
                  for journal_id, key_id, model, endpoint, estimated, usage in legacy]
         if left:
@@ -305,12 +310,18 @@ class Ledger:
                 self._batch.event_ids.append(request.id)
                 self._batch.settled.append(request.id)
             self._batch.legacy += [(row[0],) for row in legacy]
-            written = sum(1 for request in left if request.charged)
-            log.warning("settled %d requests left open by an earlier stop (%d with the charge it had settled)",
-                        len(left), written)
+            log.warning("settling %d requests left open by an earlier stop (%d with the charge it had settled)",
+                        len(left), sum(1 for request in left if request.charged))
             batch, self._batch = self._batch, Batch()
-            await self._commit(batch)
-        self.journal_file.rewrite()  # whatever the old file held is settled now
+            try:
+                await self._commit(batch)
+            except Exception as error:  # sqlite3.Error or OSError
+                self._batch = batch.put_back(self._batch)
+                self._pending_since = time.monotonic()
+                self._idle.clear()
+                self._wake.set()  # the writer's first attempt, as soon as it runs
+                self.store_failure.failed(error, f"{self.unwritten} charges from the last run kept in the journal; "
+                                                 f"retrying with backoff")
         return len(left)
 
     def start(self) -> None:
@@ -359,7 +370,11 @@ class Ledger:
         self._waiters = waiting
 
     async def _commit(self, batch: Batch) -> None:
-        await self.writer.write(batch.events, batch.settled, batch.ips, batch.statements, batch.legacy)
+        self._writing = batch
+        try:
+            await self.writer.write(batch.events, batch.settled, batch.ips, batch.statements, batch.legacy)
+        finally:
+            self._writing = Batch()
         try:
             self.journal_file.settled(batch.settled)
         except OSError as error:

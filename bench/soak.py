@@ -1,12 +1,22 @@
-"""Soak: hundreds of clients for minutes, with disconnects and upstream faults; nothing unexplained.
+"""Soak: hundreds of clients for minutes while faults are injected at random; nothing unexplained.
 
-`python -m bench.soak [--clients 500] [--seconds 180]` (part of `make bench`). Starts a faulty fake
-upstream (in this process), `antex serve` on a real SQLite file, and `--clients` clients that
-stream or not through all three doors, some hanging up mid-stream. At the end it checks:
-- zero unexplained errors: every answer is a success, or an error in the door's own shape, or a
-  stream that ends with its door's error event;
-- RSS flat: the last sample within 20 % of the first after warm-up;
-- every request the upstream served has exactly one credit event, and no journal entry is left open.
+`python -m bench.soak` (part of `make bench`: 500 clients for 10 minutes), `--quick` for a short
+check (40 clients, 45 s). Starts a faulty fake upstream (in this process), `antex serve` on a real
+SQLite file, and clients that stream or not through all three doors. Faults, at random:
+- upstream: 529, 500, an error event mid-stream, a cut connection, a stall past the idle timeout,
+  malformed SSE, slow replies (`--faults` of them);
+- clients hanging up mid-stream (`--hang-up` of the streams);
+- the database locked by another process's writer for 1-8 s, then released;
+- SIGTERM, then a restart (each stop must end within shutdown_grace_s plus the bounded flush).
+At the end an invariant checker verifies:
+- zero unexplained errors: every answer is a success, an error in the door's own shape, a stream
+  that ends with its door's error event, or a request cut or refused by a restart;
+- every admitted request has exactly one credit event: no upstream request id charged twice,
+  every request the upstream served charged, nothing left open in the journal;
+- every window equals the sum of its events, exactly: the key's limit is set to that sum (the
+  window must read full) and to the sum plus one micro-credit (it must not);
+- RSS flat: within each server run, the last sample within 20 % of the first after warm-up;
+- every SIGTERM exits 0 in bounded time.
 The figures are written into bench/RESULTS.md (the "Soak" section).
 """
 from __future__ import annotations
@@ -47,17 +57,74 @@ STREAM_ENDINGS = {  # how a stream that ended in an upstream failure says so, pe
 }
 
 
+GRACE_S = 5
+STOP_BOUND_S = GRACE_S + 5 + 2 + 5  # grace, the ledger's bounded flush, the writer's busy timeout, slack
+WARM_UP_S = 20  # RSS samples of a server run count from this long after it started (shorter for short runs)
+
+
 @dataclass
 class Tally:
     outcomes: Counter = field(default_factory=Counter)
     unexplained: list[str] = field(default_factory=list)
+    faults: Counter = field(default_factory=Counter)
+    stops: list[tuple[int, float]] = field(default_factory=list)  # (exit code, seconds) per SIGTERM
+    runs: list[list[tuple[float, float]]] = field(default_factory=lambda: [[]])  # per server run: (age s, RSS MB)
+    restarts: int = 0  # bumped when a stop begins: requests that saw one are explained by it
+    stopping: bool = False
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return 0.0
+
+
+class Server:
+    """`antex serve` as a real process, started again after every SIGTERM."""
+
+    def __init__(self, work: Path, config: Path, port: int) -> None:
+        self.config, self.url = config, f"http://127.0.0.1:{port}"
+        self.log_path = work / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "antex.py", "--config", str(self.config), "serve"], cwd=ROOT,
+                                         env=clean_env(ANTEX_UPSTREAM_KEY=DEFAULT_API_KEY), stdout=log, stderr=log)
+        self.started = time.monotonic()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"antex serve exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+                try:
+                    async with http.get(self.url + "/healthz") as resp:
+                        if resp.status in (200, 503):  # 503: up, and saying the database is failing
+                            await asyncio.sleep(0.5)  # the key cache has every key
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise SystemExit("antex serve did not come up")
+
+    async def sigterm(self) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.get_running_loop().run_in_executor(None, lambda: self.proc.wait(timeout=120))
+        except subprocess.TimeoutExpired:
+            stop(self.proc)
+            code = -9
+        return code, time.monotonic() - started
+
+
+def cli(config: Path, *args: str) -> bytes:
+    return subprocess.run([sys.executable, "antex.py", "--config", str(config), *args], cwd=ROOT, env=clean_env(),
+                          check=True, capture_output=True, timeout=60).stdout
 
 
 async def one_request(http: aiohttp.ClientSession, url: str, key: str, rng: random.Random, tally: Tally,
@@ -65,6 +132,7 @@ async def one_request(http: aiohttp.ClientSession, url: str, key: str, rng: rand
     path, _, build = rng.choices(DOORS, weights=[d[1] for d in DOORS])[0]
     stream = rng.random() < 0.6
     hang_up = stream and rng.random() < hang_up_share
+    restarts = tally.restarts
     try:
         async with http.post(url + path, data=orjson.dumps(build(stream)),
                              headers={"authorization": f"Bearer {key}", "content-type": "application/json"}) as resp:
@@ -74,19 +142,25 @@ async def one_request(http: aiohttp.ClientSession, url: str, key: str, rng: rand
                 tally.outcomes["client hung up"] += 1
                 return
             body = await resp.read()
-            tally.outcomes[explain(path, stream, resp.status, body, tally)] += 1
+            what = explain(path, stream, resp.status, body, tally if restarts == tally.restarts else None)
+            tally.outcomes[what if what != "unexplained" or restarts == tally.restarts else "cut by a restart"] += 1
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        tally.unexplained.append(f"{path} stream={stream}: {exc!r}")
+        if restarts != tally.restarts or tally.stopping:
+            tally.outcomes["cut or refused by a restart"] += 1
+            await asyncio.sleep(0.1)  # the server is coming back
+        else:
+            tally.unexplained.append(f"{path} stream={stream}: {exc!r}")
 
 
-def explain(path: str, stream: bool, status: int, body: bytes, tally: Tally) -> str:
-    """Name what happened, or record it as unexplained."""
+def explain(path: str, stream: bool, status: int, body: bytes, tally: Tally | None) -> str:
+    """Name what happened, or record it as unexplained (in `tally`, when one is given)."""
     if status >= 400:
         try:
             error = orjson.loads(body)
             kind = error["error"]["type"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            tally.unexplained.append(f"{path} {status}: {body[:200]!r}")
+            if tally:
+                tally.unexplained.append(f"{path} {status}: {body[:200]!r}")
             return "unexplained"
         return f"error {status} {kind}"
     if not stream:
@@ -97,7 +171,8 @@ def explain(path: str, stream: bool, status: int, body: bytes, tally: Tally) -> 
     finished = {"/v1/messages": b"message_stop", "/v1/chat/completions": b"[DONE]", "/v1/responses": b"response.completed"}
     if finished[path] in last:
         return "ok"
-    tally.unexplained.append(f"{path} stream ended oddly: {last[-200:]!r}")
+    if tally:
+        tally.unexplained.append(f"{path} stream ended oddly: {last[-200:]!r}")
     return "unexplained"
 
 
@@ -108,97 +183,176 @@ async def client(url: str, key: str, deadline: float, seed: int, tally: Tally, h
             await one_request(http, url, key, rng, tally, hang_up_share)
 
 
-async def soak(clients: int, seconds: float, faults: float, hang_up_share: float) -> dict:
+async def hold_database_lock(database: Path, seconds: float) -> None:
+    """Another process's writer holding SQLite's write lock for `seconds`, then letting go."""
+    loop = asyncio.get_running_loop()
+    conn = await loop.run_in_executor(None, lambda: sqlite3.connect(database, isolation_level=None, timeout=30,
+                                                                   check_same_thread=False))
+    try:
+        await loop.run_in_executor(None, conn.execute, "BEGIN EXCLUSIVE")
+        await asyncio.sleep(seconds)
+        await loop.run_in_executor(None, conn.rollback)
+    finally:
+        await loop.run_in_executor(None, conn.close)
+
+
+async def inject_faults(server: Server, database: Path, quiet_from: float, every_s: float, seed: int,
+                        tally: Tally) -> None:
+    """Until `quiet_from`: a database lock or a SIGTERM and restart every `every_s` on average. A
+    lock may still be held when a stop and the next start come (a start on a locked database)."""
+    rng = random.Random(seed)
+    locks: list[asyncio.Task] = []
+    while True:
+        await asyncio.sleep(rng.expovariate(1 / every_s))
+        if time.monotonic() >= quiet_from:
+            await asyncio.gather(*locks)
+            return
+        if rng.random() < 0.7:
+            tally.faults["database locked"] += 1
+            locks.append(asyncio.create_task(hold_database_lock(database, rng.uniform(1, 8))))
+        else:
+            tally.faults["SIGTERM and restart"] += 1
+            tally.restarts += 1
+            tally.stopping = True
+            tally.stops.append(await server.sigterm())
+            tally.runs.append([])
+            await server.start()
+            tally.stopping = False
+
+
+async def sample_rss(server: Server, tally: Tally, until: float) -> None:
+    while time.monotonic() < until:
+        await asyncio.sleep(2)
+        if server.proc is not None and server.proc.poll() is None and not tally.stopping:
+            tally.runs[-1].append((time.monotonic() - server.started, rss_mb(server.proc.pid)))
+
+
+async def settled_events(database: Path) -> int:
+    """The number of credit events once it stops moving (every settled charge is written)."""
+    last, same_since = -1, time.monotonic()
+    while True:
+        db = sqlite3.connect(database)
+        count = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        db.close()
+        if count != last:
+            last, same_since = count, time.monotonic()
+        elif time.monotonic() - same_since > 1.5:
+            return count
+        await asyncio.sleep(0.25)
+
+
+async def windows_match_events(server: Server, config: Path, database: Path, key: str) -> tuple[bool, int]:
+    """Whether the running server's windows hold exactly the sum of the key's events: with the limit
+    set to that sum both windows must read full, with one micro-credit more neither may."""
+    db = sqlite3.connect(database)
+    total = db.execute("SELECT COALESCE(SUM(micro_credits), 0) FROM events").fetchone()[0]  # all within 5 h
+    db.close()
+    statuses = []
+    for limit in (total, total + 1):
+        credits = repr(limit / 1_000_000)
+        cli(config, "keys", "set", "soak", "--credits-5h", credits, "--credits-7d", credits)
+        await asyncio.sleep(1.0)  # the key watcher has the new limits
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/v1/usage", headers={"x-api-key": key}) as resp:
+                body = await resp.json()
+        statuses.append((body["five_hour"]["status"], body["seven_day"]["status"]))
+    return statuses[0] == ("rejected", "rejected") and "rejected" not in statuses[1], total
+
+
+async def soak(clients: int, seconds: float, faults: float, hang_up_share: float, fault_every_s: float,
+               seed: int) -> dict:
     fake = FakeAnthropic(record=False, events=20, faults=faults, seed=7)
     await fake.start()
     work = Path(tempfile.mkdtemp(prefix="antex-soak-"))
     database, port = work / "antex.db", free_port()
     config = work / "antex.toml"
-    config.write_text(f'[server]\ndatabase = "{database}"\nport = {port}\nshutdown_grace_s = 10\n'
+    config.write_text(f'[server]\ndatabase = "{database}"\nport = {port}\nshutdown_grace_s = {GRACE_S}\n'
                       f'[upstream]\nbase_url = "{fake.url}"\nidle_timeout_s = 2\n')
-    log = (work / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "antex.py", "--config", str(config), "serve"], cwd=ROOT,
-                            env=clean_env(ANTEX_UPSTREAM_KEY=DEFAULT_API_KEY), stdout=log, stderr=log)
+    key = orjson.loads(cli(config, "keys", "create", "soak", "--plan", "max", "--json"))["key"]
+    cli(config, "keys", "set", "soak", "--credits-5h", "1e12", "--credits-7d", "1e12", "--max-concurrent", "0",
+        "--max-ips", "0")
+    server = Server(work, config, port)
+    tally = Tally()
     try:
-        created = subprocess.run([sys.executable, "antex.py", "--config", str(config), "keys", "create", "soak",
-                                  "--plan", "max", "--json"], cwd=ROOT, env=clean_env(), check=True,
-                                 capture_output=True, timeout=30)
-        key = orjson.loads(created.stdout)["key"]
-        subprocess.run([sys.executable, "antex.py", "--config", str(config), "keys", "set", "soak",
-                        "--credits-5h", "1e12", "--credits-7d", "1e12", "--max-concurrent", "0", "--max-ips", "0"],
-                       cwd=ROOT, env=clean_env(), check=True, capture_output=True, timeout=30)
-        url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url, proc)
-        tally, samples = Tally(), []
+        await server.start()
         started = time.monotonic()
         deadline = started + seconds
-        load = [asyncio.create_task(client(url, key, deadline, seed, tally, hang_up_share)) for seed in range(clients)]
-        while time.monotonic() < deadline:
-            await asyncio.sleep(min(5, max(deadline - time.monotonic(), 0.1)))
-            samples.append((time.monotonic() - started, rss_mb(proc.pid)))
+        quiet_from = deadline - min(20, seconds / 4)  # the end runs without faults: RSS settles, the last run is long
+        load = [asyncio.create_task(client(server.url, key, deadline, seed, tally, hang_up_share)) for seed in range(clients)]
+        faulting = asyncio.create_task(inject_faults(server, database, quiet_from, fault_every_s, seed, tally))
+        await sample_rss(server, tally, deadline)
         await asyncio.gather(*load)
-        proc.send_signal(signal.SIGTERM)
-        exit_code = proc.wait(timeout=60)
+        await faulting
+        events = await settled_events(database)
+        windows_exact, window_total = await windows_match_events(server, config, database, key)
+        tally.stops.append(await server.sigterm())
     finally:
-        stop(proc)
-        log.close()
+        if server.proc is not None:
+            stop(server.proc)
         await fake.close()
     db = sqlite3.connect(database)
-    events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    with_id, distinct_ids = db.execute("SELECT COUNT(request_id), COUNT(DISTINCT request_id) FROM events").fetchone()
     settled = orjson.loads(db.execute("SELECT ids FROM journal_settled").fetchone()[0])
-    left_open = len(journal.read_open(journal.path_for(str(database)), settled))
     outcomes = dict(db.execute("SELECT outcome, COUNT(*) FROM events GROUP BY outcome").fetchall())
-    warm = [mb for at, mb in samples if at >= min(30, seconds / 3)] or [mb for _, mb in samples]
+    db.close()
+    left_open = len(journal.read_open(journal.path_for(str(database)), settled))
+    warm_up_s = min(WARM_UP_S, seconds / 8)
+    growth = [(run[-1][1] / warm[0][1], warm[0][1], run[-1][1])
+              for run in tally.runs if (warm := [sample for sample in run if sample[0] >= warm_up_s])]
+    log = server.log_path.read_text(errors="replace")
     return {
         "clients": clients, "seconds": seconds, "faults": faults, "requests": sum(tally.outcomes.values()),
         "answers": dict(tally.outcomes), "unexplained": tally.unexplained, "upstream_served": fake.served,
-        "events": events, "left_open": left_open, "event_outcomes": outcomes, "exit_code": exit_code,
-        "rss_first_mb": warm[0], "rss_last_mb": warm[-1], "rss_peak_mb": max(mb for _, mb in samples),
-        "traceback_in_log": "Traceback" in (work / "server.log").read_text(errors="replace"),
+        "events": events, "events_with_request_id": with_id, "distinct_request_ids": distinct_ids,
+        "left_open": left_open, "event_outcomes": outcomes, "windows_exact": windows_exact,
+        "window_total_credits": window_total / 1_000_000, "injected": dict(tally.faults), "stops": tally.stops,
+        "rss_runs": growth, "rss_peak_mb": max((mb for run in tally.runs for _, mb in run), default=0.0),
+        "warm_up_s": warm_up_s, "traceback_in_log": "Traceback" in log,
+        "store_failures_logged": log.count("writing to SQLite failed"),
     }
-
-
-async def wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(400):
-            if proc.poll() is not None:
-                raise SystemExit(f"antex serve exited with {proc.returncode}")
-            try:
-                async with http.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        await asyncio.sleep(0.5)  # the key cache has picked up the new key
-                        return
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    raise SystemExit("antex serve did not come up")
 
 
 def verdicts(r: dict) -> list[tuple[str, bool]]:
     return [
         ("zero unexplained errors", not r["unexplained"]),
-        ("RSS flat (last within 20 % of first after warm-up)", r["rss_last_mb"] <= r["rss_first_mb"] * 1.2),
-        ("every request the upstream served has one credit event", r["events"] == r["upstream_served"]),
+        ("no upstream request charged twice", r["events_with_request_id"] == r["distinct_request_ids"]),
+        ("every request the upstream served has a credit event (the rest: settled from the journal after a stop)",
+         r["events_with_request_id"] <= r["upstream_served"] <= r["events"]),
         ("no journal entry left open", r["left_open"] == 0),
-        ("graceful stop exits 0", r["exit_code"] == 0),
+        ("every window equals the sum of its events (exact, in micro-credits)", r["windows_exact"]),
+        ("RSS flat (each run's last sample within 20 % of its first after warm-up)",
+         bool(r["rss_runs"]) and all(ratio <= 1.2 for ratio, _, _ in r["rss_runs"])),
+        (f"every SIGTERM exits 0 within {STOP_BOUND_S} s", all(code == 0 and took < STOP_BOUND_S for code, took in r["stops"])),
+        ("no traceback in the server log", not r["traceback_in_log"]),
     ]
 
 
 def report(r: dict) -> str:
+    stops = r["stops"]
     lines = [
         "## Soak",
         "",
         f"{r['clients']} concurrent clients for {r['seconds']:g} s through all three doors (60 % streaming, "
         f"some hanging up mid-stream), with {r['faults']:.0%} of upstream replies faulty "
-        "(529, 500, error event mid-stream, cut, stall past the idle timeout, malformed SSE, slow).",
+        "(529, 500, error event mid-stream, cut, stall past the idle timeout, malformed SSE, slow), and at random "
+        "the database locked by another writer for 1-8 s or the server stopped with SIGTERM and restarted.",
         "",
         "| check | result |",
         "|---|---|",
         *[f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in verdicts(r)],
         "",
-        f"- requests: {r['requests']:,}; upstream served {r['upstream_served']:,}; credit events {r['events']:,}",
+        f"- requests: {r['requests']:,}; upstream served {r['upstream_served']:,}; credit events {r['events']:,} "
+        f"({r['events_with_request_id']:,} with an upstream request id, all distinct: "
+        f"{r['events_with_request_id'] == r['distinct_request_ids']})",
+        f"- faults injected: {', '.join(f'{k} {v}' for k, v in sorted(r['injected'].items())) or 'none'}; "
+        f"store failures logged: {r['store_failures_logged']}",
+        f"- stops: {len(stops)}, slowest {max((took for _, took in stops), default=0):.1f} s, exit codes "
+        f"{sorted({code for code, _ in stops})}",
         f"- answers: {', '.join(f'{k} {v:,}' for k, v in sorted(r['answers'].items()))}",
         f"- credit events by outcome: {', '.join(f'{k} {v:,}' for k, v in sorted(r['event_outcomes'].items()))}",
-        f"- RSS: {r['rss_first_mb']:.0f} MB after warm-up, {r['rss_last_mb']:.0f} MB at the end, peak {r['rss_peak_mb']:.0f} MB",
+        f"- windows checked against {r['window_total_credits']:,.6f} credits of events",
+        f"- RSS per server run (after {r['warm_up_s']:g} s warm-up, first -> last MB): "
+        + ", ".join(f"{first:.0f} -> {last:.0f}" for _, first, last in r["rss_runs"]) + f"; peak {r['rss_peak_mb']:.0f} MB",
     ]
     if r["unexplained"]:
         lines += ["", "Unexplained (first 10):", *[f"- `{u}`" for u in r["unexplained"][:10]]]
@@ -215,16 +369,23 @@ def write_results(section: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=180)
+    parser.add_argument("--quick", action="store_true",
+                        help="a short check: 40 clients for 45 s, a fault every 6 s (not written to RESULTS.md)")
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--fault-every", type=float, help="mean seconds between injected faults (lock, SIGTERM)")
     parser.add_argument("--faults", type=float, default=0.1, help="share of upstream replies that misbehave")
     parser.add_argument("--hang-up", type=float, default=0.05, help="share of streams the client abandons")
+    parser.add_argument("--seed", type=int, default=11, help="of the fault schedule")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args(argv)
-    result = asyncio.run(soak(args.clients, args.seconds, args.faults, args.hang_up))
+    defaults = (40, 45.0, 6.0) if args.quick else (500, 600.0, 30.0)
+    clients, seconds, every = (given if given is not None else default
+                               for given, default in zip((args.clients, args.seconds, args.fault_every), defaults))
+    result = asyncio.run(soak(clients, seconds, args.faults, args.hang_up, every, args.seed))
     section = report(result)
     print(section)
-    if not args.no_write:
+    if not (args.no_write or args.quick):
         write_results(section)
     if not all(ok for _, ok in verdicts(result)):
         raise SystemExit(1)

@@ -62,7 +62,7 @@ class Server:
                 assert self.proc.poll() is None, self.log
                 try:
                     async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
+                        if resp.status in (200, 503):  # 503: serving, and saying the store fails
                             await asyncio.sleep(0.4)  # the key watcher has loaded every key
                             return
                 except aiohttp.ClientConnectionError:
@@ -173,7 +173,7 @@ async def test_a_locked_database_is_served_from_the_journal_and_written_once_it_
     assert "Traceback" not in server.log
 
 
-async def test_a_stop_while_the_database_is_locked_is_bounded_and_the_next_start_writes_the_rest(server: Server) -> None:
+async def test_a_stop_while_the_database_is_locked_is_bounded_and_a_later_start_writes_the_rest(server: Server) -> None:
     key = await insert_key(str(server.database), "alice", "pro", {"max_concurrent": 0})
     await server.start()
     lock = hold_write_lock(server.database)
@@ -184,18 +184,24 @@ async def test_a_stop_while_the_database_is_locked_is_bounded_and_the_next_start
         code, took_s = server.sigterm()
         assert took_s < STOP_BOUND_S, server.log
         assert code == 0, server.log
+        assert "stopping with 12 charges SQLite did not take" in server.log
+        left = journal.read_open(journal.path_for(str(server.database)))
+        assert len(left) == 12 and all(request.charged for request in left)  # each with its exact credit event
+
+        await server.start()  # still locked: it serves, keeps them in the journal, and says so
+        problem = await wait_health(server.url, 503, within_s=5)
+        assert problem["ledger"]["unwritten_charges"] == 12, (problem, server.log)
+        async with aiohttp.ClientSession() as http:
+            assert (await post(http, server.url, key))[0] == 200
     finally:
         lock.rollback()
         lock.close()
-    assert "stopping with 12 charges SQLite did not take" in server.log
-    left = journal.read_open(journal.path_for(str(server.database)))
-    assert len(left) == 12 and all(request.charged for request in left)  # each with its exact credit event
-
-    await server.start()  # the lock is gone: the next start writes what was left
+    await wait_health(server.url, 200, within_s=6)  # the lock is gone: what was left is written
     assert server.sigterm()[0] == 0
     events = server.rows("SELECT outcome, estimated, output_tokens FROM events")
-    assert len(events) == 12 and {row[:2] for row in events} == {("complete", 0)}  # as settled, not estimated
+    assert len(events) == 13 and {row[:2] for row in events} == {("complete", 0)}  # as settled, not estimated
     assert journal.read_open(journal.path_for(str(server.database))) == []
+    assert "Traceback" not in server.log
 
 
 async def test_a_file_size_limit_refuses_with_503_once_the_journal_is_full(server: Server) -> None:
