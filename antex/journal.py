@@ -148,6 +148,7 @@ class Journal:
             os.close(self._lock)
             raise
         self._size = os.fstat(self._fd).st_size
+        self._kept = 0
         self._inherited = self._size > 0  # what an earlier run left: only recovery may rewrite it away
         self._torn = False  # a failed write left part of a record that could not be cut back
         self._open: dict[str, list[bytes]] = {}  # journal id -> its lines, for rewriting the file
@@ -193,7 +194,7 @@ class Journal:
         for journal_id in journal_ids:
             self._open.pop(journal_id, None)
         self._append(orjson.dumps(("s", journal_ids)) + b"\n")
-        if self._size > ROTATE_BYTES:
+        if self._size > max(ROTATE_BYTES, 2 * self._kept):
             self.rewrite()
 
     def rewrite(self) -> None:
@@ -210,7 +211,9 @@ class Journal:
             os.close(fd)
             raise
         os.close(self._fd)
-        self._fd, self._size, self._inherited = fd, len(data), False
+        # What a rewrite keeps (the open requests) is at most half of the next one: many requests
+        # open at once never make every settled line a rewrite.
+        self._fd, self._size, self._kept, self._inherited = fd, len(data), len(data), False
 
     def close(self) -> None:
         """Stop journaling; an empty journal is left empty (nothing was open at a clean stop)."""

@@ -209,29 +209,17 @@ class Store:
         them, outcome `daily_total`, no id; a day is included when it ends after `since`."""
         async for row in self._daily_totals(key_id, since):
             yield row
-        where, params = ["1 = 1"], []
-        if key_id is not None:
-            where.append("e.key_id = ?")
-            params.append(key_id)
-        if since is not None:
-            where.append("e.ts > ?")
-            params.append(since)
+        where, params = _filter("e.key_id", key_id, "e.ts", since)
         columns = ", ".join(f"e.{c}" for c in ("id", *EVENT_COLUMNS))
-        sql = f"SELECT {columns}, k.name FROM events e JOIN keys k ON k.id = e.key_id WHERE {' AND '.join(where)} ORDER BY e.ts, e.id"
+        sql = f"SELECT {columns}, k.name FROM events e JOIN keys k ON k.id = e.key_id WHERE {where} ORDER BY e.ts, e.id"
         async with self.conn.execute(sql, params) as cursor:
             async for row in cursor:
                 yield dict(zip(("id", *EVENT_COLUMNS, "key_name"), row), requests=1)
 
     async def _daily_totals(self, key_id: int | None, since: float | None) -> AsyncIterator[dict[str, Any]]:
-        where, params = ["1 = 1"], []
-        if key_id is not None:
-            where.append("d.key_id = ?")
-            params.append(key_id)
-        if since is not None:
-            where.append("d.day > ?")
-            params.append(since - DAY_S)
+        where, params = _filter("d.key_id", key_id, "d.day", None if since is None else since - DAY_S)
         sql = (f"SELECT d.key_id, d.day, d.model, d.requests, {', '.join(f'd.{c}' for c in TOTALS)}, k.name "
-               f"FROM daily_usage d JOIN keys k ON k.id = d.key_id WHERE {' AND '.join(where)} "
+               f"FROM daily_usage d JOIN keys k ON k.id = d.key_id WHERE {where} "
                f"ORDER BY d.day, d.key_id, d.model")
         async with self.conn.execute(sql, params) as cursor:
             async for key, day, model, requests, *totals, name in cursor:
@@ -256,6 +244,18 @@ class Store:
 
     async def upsert_ips(self, rows: list[tuple[int, str, float]]) -> None:
         await self.conn.executemany(UPSERT_IP, rows)
+
+
+def _filter(key_column: str, key_id: int | None, time_column: str, after: float | None) -> tuple[str, list]:
+    """A WHERE clause and its parameters: one key (or all), rows after a time (or all)."""
+    where, params = ["1 = 1"], []
+    if key_id is not None:
+        where.append(f"{key_column} = ?")
+        params.append(key_id)
+    if after is not None:
+        where.append(f"{time_column} > ?")
+        params.append(after)
+    return " AND ".join(where), params
 
 
 class Writer:

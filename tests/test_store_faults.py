@@ -25,6 +25,7 @@ import pytest
 
 from antex import journal
 from tests.conftest import ROOT, insert_key, sample_body
+from tests.test_reliability import Served
 from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
 from tests.processes import clean_env, free_port, stop
 
@@ -32,19 +33,13 @@ GRACE_S = 1
 STOP_BOUND_S = GRACE_S + 5 + 2 + 3  # grace, the bounded flush (ledger.FLUSH_ON_STOP_S), the writer's busy timeout, slack
 
 
-class Server:
+class Server(Served):
     """`antex serve` as a real process whose output goes through a pipe: a file-size limit on the
-    process must not stop it from logging."""
+    process must not stop it from logging. Its database, config and journal share one directory."""
 
-    def __init__(self, database: Path, upstream_url: str) -> None:
-        self.database = database
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = database.parent.parent / "antex.toml"
-        self.config.write_text(f'[server]\ndatabase = "{database}"\nport = {self.port}\nshutdown_grace_s = {GRACE_S}\n'
-                               f'[upstream]\nbase_url = "{upstream_url}"\n')
+    def __init__(self, directory: Path, upstream_url: str) -> None:
+        super().__init__(directory, upstream_url, f"shutdown_grace_s = {GRACE_S}")
         self.output: list[str] = []
-        self.proc: subprocess.Popen | None = None
 
     async def start(self, file_size_limit: int | None = None) -> None:
         def limit() -> None:  # in the child, before exec: Python ignores SIGXFSZ, so a write fails with EFBIG
@@ -59,7 +54,7 @@ class Server:
         deadline = time.monotonic() + 20
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.log
+                assert self.proc.poll() is None, self.printed
                 try:
                     async with http.get(self.url + "/healthz") as resp:
                         if resp.status in (200, 503):  # 503: serving, and saying the store fails
@@ -67,7 +62,7 @@ class Server:
                             return
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
-        raise AssertionError("antex serve did not come up:\n" + self.log)
+        raise AssertionError("antex serve did not come up:\n" + self.printed)
 
     def _drain(self, out) -> None:
         with out:
@@ -79,7 +74,7 @@ class Server:
         return code
 
     @property
-    def log(self) -> str:
+    def printed(self) -> str:
         return "".join(self.output)
 
     def sigterm(self) -> tuple[int, float]:
@@ -89,26 +84,11 @@ class Server:
         code = self.wait()
         return code, time.monotonic() - started
 
-    def rows(self, sql: str) -> list[tuple]:
-        db = sqlite3.connect(self.database)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
-
 
 @pytest.fixture
-async def fake() -> FakeAnthropic:
-    upstream = FakeAnthropic()
-    await upstream.start()
-    yield upstream
-    await upstream.close()
-
-
-@pytest.fixture
-async def server(tmp_path: Path, fake: FakeAnthropic):
+async def server(tmp_path: Path, fake_upstream: FakeAnthropic):
     (tmp_path / "data").mkdir()
-    made = Server(tmp_path / "data" / "antex.db", fake.url)
+    made = Server(tmp_path / "data", fake_upstream.url)
     yield made
     if made.proc is not None:
         stop(made.proc)
@@ -168,9 +148,9 @@ async def test_a_locked_database_is_served_from_the_journal_and_written_once_it_
         await wait_health(server.url, 200, within_s=6)
     assert server.rows("SELECT COUNT(*), SUM(outcome = 'complete') FROM events") == [(11, 11)]
     failed = [line for line in server.output if "writing to SQLite failed" in line]
-    assert len(failed) == 1 and "database is locked" in failed[0], server.log
-    assert len([line for line in server.output if "writing to SQLite works again" in line]) == 1, server.log
-    assert "Traceback" not in server.log
+    assert len(failed) == 1 and "database is locked" in failed[0], server.printed
+    assert len([line for line in server.output if "writing to SQLite works again" in line]) == 1, server.printed
+    assert "Traceback" not in server.printed
 
 
 async def test_a_stop_while_the_database_is_locked_is_bounded_and_a_later_start_writes_the_rest(server: Server) -> None:
@@ -182,15 +162,15 @@ async def test_a_stop_while_the_database_is_locked_is_bounded_and_a_later_start_
             statuses = await asyncio.gather(*(post(http, server.url, key, stream=n % 2 == 0) for n in range(12)))
         assert [status for status, _ in statuses] == [200] * 12
         code, took_s = server.sigterm()
-        assert took_s < STOP_BOUND_S, server.log
-        assert code == 0, server.log
-        assert "stopping with 12 charges SQLite did not take" in server.log
+        assert took_s < STOP_BOUND_S, server.printed
+        assert code == 0, server.printed
+        assert "stopping with 12 charges SQLite did not take" in server.printed
         left = journal.read_open(journal.path_for(str(server.database)))
         assert len(left) == 12 and all(request.charged for request in left)  # each with its exact credit event
 
         await server.start()  # still locked: it serves, keeps them in the journal, and says so
         problem = await wait_health(server.url, 503, within_s=5)
-        assert problem["ledger"]["unwritten_charges"] == 12, (problem, server.log)
+        assert problem["ledger"]["unwritten_charges"] == 12, (problem, server.printed)
         async with aiohttp.ClientSession() as http:
             assert (await post(http, server.url, key))[0] == 200
     finally:
@@ -201,7 +181,7 @@ async def test_a_stop_while_the_database_is_locked_is_bounded_and_a_later_start_
     events = server.rows("SELECT outcome, estimated, output_tokens FROM events")
     assert len(events) == 13 and {row[:2] for row in events} == {("complete", 0)}  # as settled, not estimated
     assert journal.read_open(journal.path_for(str(server.database))) == []
-    assert "Traceback" not in server.log
+    assert "Traceback" not in server.printed
 
 
 async def test_a_file_size_limit_refuses_with_503_once_the_journal_is_full(server: Server) -> None:
@@ -231,10 +211,10 @@ async def test_a_file_size_limit_refuses_with_503_once_the_journal_is_full(serve
     status, problem = await health(server.url)
     assert status == 503 and problem["ledger"]["journal_error"] and problem["ledger"]["unwritten_charges"] > 0
     code, took_s = server.sigterm()
-    assert took_s < STOP_BOUND_S and code == 0, server.log
-    assert len([line for line in server.output if "writing to SQLite failed" in line]) <= 2, server.log
-    assert len([line for line in server.output if "failed (OSError: [Errno 27] File too large)" in line]) == 1, server.log
-    assert "Traceback" not in server.log
+    assert took_s < STOP_BOUND_S and code == 0, server.printed
+    assert len([line for line in server.output if "writing to SQLite failed" in line]) <= 2, server.printed
+    assert len([line for line in server.output if "failed (OSError: [Errno 27] File too large)" in line]) == 1, server.printed
+    assert "Traceback" not in server.printed
 
     await server.start()  # no limit: everything admitted is written, once
     assert server.sigterm()[0] == 0
@@ -256,5 +236,5 @@ async def test_a_removed_database_directory_refuses_with_503_and_stops_in_bounde
     problem = await wait_health(server.url, 503, within_s=5)
     assert problem["ledger"]["unwritten_charges"] > 0 and "removed" in problem["ledger"]["journal_error"]
     code, took_s = server.sigterm()
-    assert took_s < STOP_BOUND_S, server.log
-    assert "Traceback" not in server.log
+    assert took_s < STOP_BOUND_S, server.printed
+    assert "Traceback" not in server.printed
