@@ -39,7 +39,7 @@ IP_WRITE_EVERY_S = 60  # a known IP's last_seen is persisted at most this often
 # journal (with the usage seen, or an estimate), and waiting makes one commit serve many requests.
 COMMIT_EVERY_S = 0.05
 WRITE_RETRY_S = 0.5  # the first retry of a failed commit; each next one waits twice as long...
-WRITE_RETRY_MAX_S = 30.0  # ...up to this
+WRITE_RETRY_MAX_S = 10.0  # ...up to this: a store that is back is written within seconds
 STALLED_AFTER_S = 5.0  # charges unwritten this long make the ledger unhealthy, failed commit or not
 FLUSH_ON_STOP_S = 5.0  # how long a stop waits for the writer before leaving the rest to the journal
 # Settled charges held in memory while SQLite fails, at most (a row is a few hundred bytes): past
