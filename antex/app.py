@@ -22,6 +22,7 @@ from antex.appkeys import (ACTIVITY, ADMISSION, CLOCK, CONFIG, ENVIRON, KEY, KEY
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config
 from antex.errors import AntexError, render
+from antex.failure import Failure
 from antex.journal import Journal
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
@@ -137,19 +138,15 @@ async def key_watcher(app: web.Application) -> AsyncIterator[None]:
         raise
 
     async def poll() -> None:
-        failing = None
+        failure = Failure("reloading keys", log)
         while True:
             await asyncio.sleep(KEY_POLL_S)
             try:
                 await keys.refresh()
             except Exception as error:  # a locked or busy database: try again next tick, say so once
-                if str(error) != failing:
-                    log.error("reloading keys failed (%s: %s); retrying", type(error).__name__, error)
-                    failing = str(error)
+                failure.failed(error, "retrying")
             else:
-                if failing is not None:
-                    log.warning("reloading keys works again")
-                    failing = None
+                failure.recovered()
 
     task = asyncio.create_task(poll(), name="antex-key-watcher")
     yield

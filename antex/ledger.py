@@ -27,6 +27,7 @@ import orjson
 
 from antex.config import Rates
 from antex.credits import Usage, micro_credits
+from antex.failure import Failure
 from antex.journal import Journal, OpenRequest, read_open
 from antex.store import QUARANTINE, Store, Writer, prune
 from antex.windows import SEVEN_DAYS_S, RollingWindow, both_windows, extend_both
@@ -108,30 +109,6 @@ class Batch:
         return self
 
 
-class Failure:
-    """One part (SQLite or the journal) that fails: logged once when it starts, changes and ends."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.error: str | None = None
-        self.since: float | None = None  # wall-clock seconds
-        self.attempts = 0
-
-    def failed(self, error: BaseException, consequence: str) -> None:
-        self.attempts += 1
-        text = f"{type(error).__name__}: {error}"
-        if text != self.error:
-            log.error("%s failed (%s); %s", self.what, text, consequence)
-            self.error = text
-            self.since = self.since or time.time()
-
-    def recovered(self, detail: str) -> None:
-        if self.error is not None:
-            log.warning("%s works again after %.0f s (%d failed attempts); %s", self.what, time.time() - self.since,
-                        self.attempts, detail)
-        self.error, self.since, self.attempts = None, None, 0
-
-
 class Ledger:
     """Key states (lazily loaded, then exact) and the one writer of SQLite."""
 
@@ -156,8 +133,8 @@ class Ledger:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # flush() calls: (batch number, future)
         self._task: asyncio.Task | None = None
         self._pending_since: float | None = None  # monotonic time of the oldest uncommitted charge
-        self.store_failure = Failure("writing to SQLite")
-        self.journal_failure = Failure(f"writing the journal {journal.path}")
+        self.store_failure = Failure("writing to SQLite", log)
+        self.journal_failure = Failure(f"writing the journal {journal.path}", log)
 
     # reading
 
