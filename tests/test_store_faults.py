@@ -147,6 +147,7 @@ async def test_a_locked_database_is_served_from_the_journal_and_written_once_it_
         lock.close()
         await wait_health(server.url, 200, within_s=6)
     assert server.rows("SELECT COUNT(*), SUM(outcome = 'complete') FROM events") == [(11, 11)]
+    assert server.sigterm()[0] == 0  # (and all it printed is read)
     failed = [line for line in server.output if "writing to SQLite failed" in line]
     assert len(failed) == 1 and "database is locked" in failed[0], server.printed
     assert len([line for line in server.output if "writing to SQLite works again" in line]) == 1, server.printed
