@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from antex.auth import KeyRecord
 from antex.config import Config, Limits, Model
@@ -106,19 +106,25 @@ def max_tokens_to_send(limits: Limits, model: Model, requested: int) -> int:
 
 
 class Ticket:
-    """An admitted request's hold on its key's concurrency slot; release exactly once."""
+    """An admitted request's hold on its key's concurrency slot; release exactly once.
+    `changed` tells the other instances sharing the store (antex/cluster.py), when there are any."""
 
-    __slots__ = ("state", "released")
+    __slots__ = ("state", "released", "changed")
 
-    def __init__(self, state: KeyState) -> None:
+    def __init__(self, state: KeyState, changed: Callable[[KeyState], None] | None = None) -> None:
         self.state = state
         self.released = False
+        self.changed = changed
         state.in_flight += 1
+        if changed is not None:
+            changed(state)
 
     def release(self) -> None:
         if not self.released:
             self.released = True
             self.state.in_flight -= 1
+            if self.changed is not None:
+                self.changed(self.state)
 
 
 class Admission:
@@ -201,9 +207,9 @@ class Admission:
 
     def check_concurrency(self, key: KeyRecord, state: KeyState) -> Ticket:
         cap = key.limits.max_concurrent
-        if cap and state.in_flight >= cap:
+        if cap and state.in_flight + state.remote_in_flight >= cap:
             raise AntexError("rate_limit_error",
-                             f"This key already has {state.in_flight} requests in flight, the most your plan allows at once "
-                             f"({cap}). Wait for one to finish.", headers={"retry-after": "1"})
-        return Ticket(state)
+                             f"This key already has {state.in_flight + state.remote_in_flight} requests in flight, the most "
+                             f"your plan allows at once ({cap}). Wait for one to finish.", headers={"retry-after": "1"})
+        return Ticket(state, self.ledger.in_flight_changed)
 

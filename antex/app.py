@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import secrets
+import socket
 import time
 from typing import AsyncIterator, Callable, Mapping
 
@@ -17,10 +20,11 @@ from aiohttp import web
 from antex import store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.activity import ActivityCache
-from antex.appkeys import (ACTIVITY, ADMISSION, CLOCK, CONFIG, ENVIRON, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER,
-                           RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ACTIVITY, ADMISSION, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY, KEYS, LEDGER,
+                           MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS,
+                           UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
-from antex.config import Config
+from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
 from antex.failure import Failure
 from antex.journal import Journal
@@ -35,6 +39,7 @@ log = logging.getLogger("antex")
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
 EVENTS_PRUNE_FIRST_S = 60.0  # raw events past [events] retention are rolled up a minute after start...
 EVENTS_PRUNE_EVERY_S = 86400.0  # ...and then once a day
+FEED_START_WAIT_S = 10.0
 RESPONSES_PATH = "/v1/responses"
 PRUNE_EVERY_S = 60.0  # expired stored responses are dropped this often
 
@@ -55,6 +60,8 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(stored_responses)
     app.cleanup_ctx.append(key_watcher)
+    if store.is_postgres(config.server.database):
+        app.cleanup_ctx.append(instances)
     app.cleanup_ctx.append(daily_prune)
     app.cleanup_ctx.append(upstream_pool)
     app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
@@ -66,19 +73,38 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
     return app
 
 
+def instance_id(server: ServerConfig) -> str:
+    """This process's name among the instances sharing a PostgreSQL store: the configured one, or
+    the host name and port (the same across restarts, so a restart finds its own journal)."""
+    if server.instance_id:
+        return server.instance_id
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:48] or "antex"
+    return f"{host}-{server.port}"
+
+
+def journal_base(server: ServerConfig, instance: str) -> str:
+    """Where the journal and its lock live: beside an SQLite file; per instance with PostgreSQL."""
+    if not store.is_postgres(server.database):
+        return server.database
+    return os.path.join(server.journal_dir or ".", f"antex-{instance}")
+
+
 async def database(app: web.Application) -> AsyncIterator[None]:
     """The reader and the single writer connection; on stop the ledger flushes (for a bounded
-    time: what SQLite does not take stays in the journal)."""
-    path = app[CONFIG].server.database
+    time: what the store does not take stays in the journal)."""
+    server = app[CONFIG].server
+    shared = store.is_postgres(server.database)
+    instance = app[INSTANCE] = instance_id(server) if shared else ""
     async with contextlib.AsyncExitStack() as stack:
-        reader = await store.connect(path)
-        stack.push_async_callback(reader.close)
-        writer = await store.Writer.open(path)
-        stack.push_async_callback(writer.close)
-        journal = Journal(path)  # DatabaseInUse when another server has this database
+        # The journal first: DatabaseInUse when another server has this database (or instance id).
+        journal = Journal(journal_base(server, instance))
         stack.callback(journal.close)  # (a second close, after the ledger's, does nothing)
-        app[READER] = store.Store(reader)
-        ledger = app[LEDGER] = Ledger(app[READER], writer, journal, app[CLOCK])
+        reader = app[READER] = await store.open_store(server.database)
+        stack.push_async_callback(reader.close)
+        writer = await store.open_writer(server.database, instance)
+        stack.push_async_callback(writer.close)
+        ledger = app[LEDGER] = Ledger(reader, writer, journal, app[CLOCK], instance=instance,
+                                      store_name="PostgreSQL" if shared else "SQLite")
         app[ADMISSION] = Admission(app[CONFIG], ledger)
         app[ACTIVITY] = ActivityCache(app[READER], ledger, app[CLOCK])
         models = app[CONFIG].models
@@ -127,10 +153,11 @@ async def stream_relays(app: web.Application) -> AsyncIterator[None]:
 
 
 async def key_watcher(app: web.Application) -> AsyncIterator[None]:
-    """Load every key, then poll for CLI changes so revocations land within a second. On a
-    connection of its own: a slow report on the shared reader never holds a revocation back."""
-    conn = await store.connect(app[CONFIG].server.database)
-    keys = app[KEYS] = KeyCache(app[CONFIG], store.Store(conn))
+    """Load every key, then poll for CLI changes so revocations land within a second (at once
+    when the cross-instance feed says so). On a connection of its own: a slow report on the shared
+    reader never holds a revocation back."""
+    conn = await store.open_store(app[CONFIG].server.database, pool_size=1)
+    keys = app[KEYS] = KeyCache(app[CONFIG], conn)
     try:
         await keys.refresh()
     except BaseException:
@@ -140,7 +167,9 @@ async def key_watcher(app: web.Application) -> AsyncIterator[None]:
     async def poll() -> None:
         failure = Failure("reloading keys", log)
         while True:
-            await asyncio.sleep(KEY_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(keys.changed.wait(), KEY_POLL_S)
+            keys.changed.clear()
             try:
                 await keys.refresh()
             except Exception as error:  # a locked or busy database: try again next tick, say so once
@@ -154,6 +183,20 @@ async def key_watcher(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await conn.close()
+
+
+async def instances(app: web.Application) -> AsyncIterator[None]:
+    """With PostgreSQL: the feed to and from the other instances sharing the database; serving
+    starts once it is connected (or after FEED_START_WAIT_S, degraded, when it cannot be)."""
+    from antex.cluster import Cluster
+
+    cluster = app[CLUSTER] = Cluster(app[CONFIG].server.database, app[INSTANCE], app[LEDGER], app[KEYS], app[READER],
+                                     app[CLOCK])
+    cluster.start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(cluster.feed.connected.wait(), FEED_START_WAIT_S)
+    yield
+    await cluster.close()
 
 
 async def daily_prune(app: web.Application) -> AsyncIterator[None]:

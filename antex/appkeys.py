@@ -26,6 +26,8 @@ RESPONSES = web.AppKey("responses", ResponseStore)  # stored responses of POST /
 ADMISSION = web.AppKey("admission", Admission)
 POOL = web.AppKey("pool", Pool)  # the upstreams, their connections and health
 ACTIVITY = web.AppKey("activity", ActivityCache)
+INSTANCE = web.AppKey("instance", str)  # this process's instance id with PostgreSQL; "" with SQLite
+CLUSTER = web.AppKey("cluster", object)  # antex.cluster.Cluster, with PostgreSQL only
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 

@@ -6,6 +6,7 @@ polls a few times a second: a key revoked from the CLI is refused within a secon
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -99,6 +100,7 @@ class KeyCache:
         self.by_hash: dict[str, KeyRecord] = {}
         self.by_id: dict[int, KeyRecord] = {}
         self.version = -1
+        self.changed = asyncio.Event()  # set when the keys are known to have changed: reload now
 
     async def refresh(self) -> bool:
         """Reload every key if the database says they changed; True when it did."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import logging
 import os
 import re
-import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
@@ -30,13 +30,22 @@ def run(work: Callable[[Store], Awaitable[Any]], cfg: Config) -> Any:
     """Run `work` against the configured database (migrated first) and close it."""
 
     async def main() -> Any:
-        conn = await store.connect(cfg.server.database)
         try:
-            return await work(Store(conn))
+            opened = await store.open_store(cfg.server.database, pool_size=1)
+        except store.errors(cfg.server.database) as exc:
+            raise click.ClickException(f"Cannot open the database {_safe(cfg.server.database)} "
+                                       f"({type(exc).__name__}: {exc}).") from None
+        try:
+            return await work(opened)
         finally:
-            await conn.close()
+            await opened.close()
 
     return asyncio.run(main())
+
+
+def _safe(database: str) -> str:
+    """The database as it may be shown: a PostgreSQL URL without its password."""
+    return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", database)
 
 
 @click.group()
@@ -75,8 +84,8 @@ def init(ctx: click.Context, write_config: str | None) -> None:
         with open(write_config, "w", encoding="utf-8") as handle:
             handle.write(text)
         click.echo(f"Wrote {write_config}. Use it with: antex --config {write_config} serve")
-    version = run(lambda s: store.migrate(s.conn), cfg)
-    click.echo(f"Database {cfg.server.database} is ready (schema version {version}).")
+    version = run(lambda s: s.schema_version(), cfg)
+    click.echo(f"Database {_safe(cfg.server.database)} is ready (schema version {version}).")
     click.echo("Next: antex keys create NAME --plan " + next(iter(cfg.plans)))
 
 
@@ -90,14 +99,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from antex.journal import DatabaseInUse
 
     cfg = load_config(ctx)
+    # The instance id defaults to the host name and the port this process listens on.
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=host or cfg.server.host,
+                                                              port=cfg.server.port if port is None else port))
     keys = upstream_keys(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        server.serve(cfg, keys, host=host or cfg.server.host, port=cfg.server.port if port is None else port)
+        server.serve(cfg, keys, host=cfg.server.host, port=cfg.server.port)
     except DatabaseInUse as exc:
         raise click.ClickException(str(exc)) from None
-    except (sqlite3.Error, OSError) as exc:  # at start: what the last run left stays in its journal
-        raise click.ClickException(f"Cannot open or write the database {cfg.server.database} "
+    except store.errors(cfg.server.database) as exc:  # at start: what the last run left stays in its journal
+        raise click.ClickException(f"Cannot open or write the database {_safe(cfg.server.database)} "
                                    f"({type(exc).__name__}: {exc}). Fix it and start again.") from None
 
 
@@ -474,9 +486,9 @@ def prune(ctx: click.Context, retention: str | None) -> None:
     days = keep_s / 86400
 
     async def run_prune() -> tuple[int, int]:
-        conn = await store.connect(cfg.server.database)  # creates or migrates it
-        await conn.close()
-        writer = await store.Writer.open(cfg.server.database)
+        opened = await store.open_store(cfg.server.database, pool_size=1)  # creates or migrates it
+        await opened.close()
+        writer = await store.open_writer(cfg.server.database, "cli")
         try:
             return await store.prune(writer, time.time(), keep_s, IP_WINDOW_S)
         finally:

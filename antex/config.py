@@ -75,6 +75,8 @@ class ServerConfig:
     host: str
     port: int
     database: str
+    instance_id: str
+    journal_dir: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     forwarded_header: str  # "x-forwarded-for" or "forwarded": the one header the trusted proxy sets
     max_body_bytes: int
@@ -173,6 +175,20 @@ def _not_negative(value: Any) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _database(value: str) -> str | None:
+    if not value.strip():
+        return "must be an SQLite file path or a PostgreSQL URL (postgresql://user@host/antex)"
+    if value.startswith(("postgresql:", "postgres:")) and not value.startswith(("postgresql://", "postgres://")):
+        return "a PostgreSQL URL starts with postgresql:// or postgres://"
+    return None
+
+
+def _instance_id(value: str) -> str | None:
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        return "must be 1 to 64 letters, digits, dots, dashes or underscores"
+    return None
+
+
 def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
 
@@ -238,7 +254,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "server": {
         "host": ((str,), None),
         "port": ((int,), _port),
-        "database": ((str,), None),
+        "database": ((str,), _database),
+        "instance_id": ((str,), _instance_id),
+        "journal_dir": ((str,), None),
         "trusted_proxies": ((list,), None),
         "forwarded_header": ((str,), _forwarded_header),
         "max_body_bytes": ((int,), _positive),
@@ -357,6 +375,8 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
             host=server["host"],
             port=server["port"],
             database=server["database"],
+            instance_id=server["instance_id"],
+            journal_dir=server["journal_dir"],
             trusted_proxies=_networks(server["trusted_proxies"], source),
             forwarded_header=server["forwarded_header"],
             max_body_bytes=server["max_body_bytes"],

@@ -29,7 +29,7 @@ from antex.config import Rates
 from antex.credits import Usage, micro_credits
 from antex.failure import Failure
 from antex.journal import Journal, OpenRequest, read_open
-from antex.store import QUARANTINE, Store, Writer, prune
+from antex.store import Store, Writer, prune
 from antex.windows import SEVEN_DAYS_S, RollingWindow, both_windows, extend_both
 
 log = logging.getLogger("antex.ledger")
@@ -63,6 +63,8 @@ class KeyState:
     ip_refusals: deque[float] = field(default_factory=deque)
     version: int = 0  # bumped on every charge; caches derived from the windows key on it
     last_ts: float = 0.0  # the newest charge's time: no charge of this key is ever older
+    key_id: int = 0
+    remote_in_flight: int = 0  # requests other instances sharing the database have in flight
 
 
 class Charge(NamedTuple):
@@ -112,7 +114,8 @@ class Batch:
 class Ledger:
     """Key states (lazily loaded, then exact) and the one writer of SQLite."""
 
-    def __init__(self, reader: Store, writer: Writer, journal: Journal, clock: Callable[[], float]) -> None:
+    def __init__(self, reader: Store, writer: Writer, journal: Journal, clock: Callable[[], float], *,
+                 instance: str = "", store_name: str = "SQLite") -> None:
         self.reader = reader
         self.writer = writer
         self.journal_file = journal
@@ -122,7 +125,12 @@ class Ledger:
         self._batch = Batch()
         self._writing = Batch()  # the batch of the commit under way
         self._journal_ids = itertools.count(1)
-        self._boot = f"{int(time.time() * 1000):x}"
+        # Journal ids name a request among every instance's: "instance/boot-n" when several share a store.
+        self._boot = (f"{instance}/" if instance else "") + f"{int(time.time() * 1000):x}"
+        # Called when a key's state has been loaded, and when a key's count in flight changes
+        # (set by antex/cluster.py when other instances share the store).
+        self.on_loaded: Callable[[KeyState], None] | None = None
+        self.in_flight_changed: Callable[[KeyState], None] | None = None
         self._wake = asyncio.Event()
         self._retry_now = asyncio.Event()  # cuts a retry's backoff short (a flush, a stop)
         self._soon: asyncio.TimerHandle | None = None  # a pending _kick_soon wake-up
@@ -133,7 +141,7 @@ class Ledger:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # flush() calls: (batch number, future)
         self._task: asyncio.Task | None = None
         self._pending_since: float | None = None  # monotonic time of the oldest uncommitted charge
-        self.store_failure = Failure("writing to SQLite", log)
+        self.store_failure = Failure(f"writing to {store_name}", log)
         self.journal_failure = Failure(f"writing the journal {journal.path}", log)
 
     # reading
@@ -159,8 +167,39 @@ class Ledger:
             extend_both(windows, chunk, now)
             newest = chunk[-1][0]
         ips = dict(await self.reader.ips_since(key_id, now - IP_WINDOW_S))
-        return self.states.setdefault(key_id, KeyState(five_hour=windows[0], seven_day=windows[1], ips=ips,
-                                                       last_ts=newest))
+        state = self.states.setdefault(key_id, KeyState(five_hour=windows[0], seven_day=windows[1], ips=ips,
+                                                        last_ts=newest, key_id=key_id))
+        if self.on_loaded is not None:
+            self.on_loaded(state)
+        return state
+
+    def is_loading(self, key_id: int) -> bool:
+        return key_id in self._loading
+
+    def unwritten_charges(self) -> list[tuple[int, float, int, str | None]]:
+        """(key id, ts, micro-credits, journal id) of every settled charge not yet committed."""
+        return [(row[0], row[1], row[9], journal_id) for batch in (self._writing, self._batch)
+                for row, journal_id in zip(batch.events, batch.event_ids)]
+
+    def count(self, state: KeyState, ts: float, amount: int) -> float:
+        """Add a charge to the key's windows now; returns its time, never before the key's newest
+        (a wall clock stepping back, or another instance's clock, would otherwise put it out of order)."""
+        if ts < state.last_ts:
+            ts = state.last_ts
+        state.last_ts = ts
+        if amount > 0:
+            state.five_hour.add(ts, amount)
+            state.seven_day.add(ts, amount)
+            state.version += 1
+        return ts
+
+    def rebuild(self, state: KeyState, charges: list[tuple[float, int]]) -> None:
+        """Replace the key's windows with these charges (ts, micro-credits), in any order."""
+        charges.sort()
+        windows = both_windows(charges, self.clock())
+        state.five_hour, state.seven_day = windows
+        state.last_ts = max(state.last_ts, charges[-1][0]) if charges else state.last_ts
+        state.version += 1
 
     @property
     def unwritten(self) -> int:
@@ -218,15 +257,10 @@ class Ledger:
     def charge(self, state: KeyState, charge: Charge, journal_id: str | None = None) -> None:
         """Count a settled request now, and queue it (and its journal row's removal) for the writer.
 
-        A charge is never older than the key's newest: a wall clock stepping back would otherwise
-        put it out of order, and the windows would have to be rebuilt."""
-        if charge.ts < state.last_ts:
-            charge = charge._replace(ts=state.last_ts)
-        state.last_ts = charge.ts
-        if charge.micro_credits > 0:
-            state.five_hour.add(charge.ts, charge.micro_credits)
-            state.seven_day.add(charge.ts, charge.micro_credits)
-            state.version += 1
+        A charge is never older than the key's newest (see `count`)."""
+        ts = self.count(state, charge.ts, charge.micro_credits)
+        if ts != charge.ts:
+            charge = charge._replace(ts=ts)
         batch = self._batch
         batch.events.append(charge.row())
         batch.event_ids.append(journal_id)
@@ -245,7 +279,7 @@ class Ledger:
 
     def quarantine(self, key_id: int, reason: str, now: float) -> None:
         """Quarantine an active key (the key watcher then refuses it), behind the pending writes."""
-        self.execute(QUARANTINE, (reason, now, key_id))
+        self.execute(self.writer.QUARANTINE, (reason, now, key_id))
 
     def execute(self, sql: str, params: tuple) -> None:
         """Queue any other write (one of antex.store's named statements) behind the pending ones."""
@@ -311,7 +345,8 @@ class Ledger:
             if self._soon is not None:
                 self._soon.cancel()
                 self._soon = None
-            batch, self._batch = self._batch, Batch()
+            batch = self._batch
+            self._batch = Batch()
             self._taken += 1
             number = self._taken
             try:
@@ -349,7 +384,8 @@ class Ledger:
     async def _commit(self, batch: Batch) -> None:
         self._writing = batch
         try:
-            await self.writer.write(batch.events, batch.settled, batch.ips, batch.statements, batch.legacy)
+            await self.writer.write(batch.events, batch.event_ids, batch.settled, batch.ips, batch.statements,
+                                    batch.legacy)
         finally:
             self._writing = Batch()
         try:

@@ -62,8 +62,8 @@ def serve(args: argparse.Namespace) -> None:
 
 async def capacity(args: argparse.Namespace) -> dict:
     reader = await store.connect(args.database)
-    writer = await store.Writer.open(args.database)
-    ledger = Ledger(store.Store(reader), writer, Journal(args.database), time.time)
+    writer = await store.SqliteWriter.open(args.database)
+    ledger = Ledger(store.SqliteStore(reader), writer, Journal(args.database), time.time)
     ledger.start()
     state = await ledger.state(args.key_id)
     usage = Usage(25, 12)

@@ -4,11 +4,12 @@ app on a real listening port, and keys created the way the CLI creates them."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -19,6 +20,7 @@ from antex.appkeys import KEYS, LEDGER
 from antex.auth import hash_key, new_key, visible_prefix
 from antex.config import Config, merge_documents, default_document, from_document
 from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
+from tests.postgres import PostgresServer, remove_server as remove_postgres, start_server as start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's config, keys or working directory."""
     for name in list(os.environ):
-        if name.startswith(("ANTEX_", "ANTHROPIC_", "OPENAI_")):
+        if name.startswith(("ANTEX_", "ANTHROPIC_", "OPENAI_", "PG")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -58,7 +60,7 @@ async def fake_upstream(aiohttp_server) -> FakeAnthropic:
     return fake
 
 
-def build_config(database: Path, upstream_url: str, **sections: dict[str, Any]) -> Config:
+def build_config(database: Path | str, upstream_url: str, **sections: dict[str, Any]) -> Config:
     """The defaults, pointed at a temp database and the fake upstream, with test overrides."""
     document = merge_documents(
         default_document(),
@@ -74,15 +76,14 @@ async def insert_key(
     database: str, name: str, plan: str, limits: dict[str, Any] | None = None
 ) -> str:
     """Create a key exactly as `antex keys create` does; returns the full key."""
-    conn = await store.connect(database)
+    s = await store.open_store(database, pool_size=1)
     try:
-        s = store.Store(conn)
         key = new_key()
         key_id = await s.insert_key(name, visible_prefix(key), hash_key(key), plan, time.time())
         if limits:
             await s.update_key(key_id, time.time(), limits=limits)
     finally:
-        await conn.close()
+        await s.close()
     return key
 
 
@@ -108,11 +109,11 @@ class Gateway:
     async def events(self) -> list[dict]:
         """Every credit event in the database, oldest first, once the ledger has written them."""
         await self.flush()
-        conn = await store.connect(self.database)
+        s = await store.open_store(self.database, pool_size=1)
         try:
-            return [event async for event in store.Store(conn).iter_events(None, None)]
+            return [event async for event in s.iter_events(None, None)]
         finally:
-            await conn.close()
+            await s.close()
 
     async def wait_for_events(self, count: int, timeout_s: float = 5.0) -> list[dict]:
         """The events once `count` exist (a stream may settle after its client has gone)."""
@@ -136,9 +137,15 @@ async def make_gateway(
 ) -> GatewayFactory:
     """Start a gateway with config overrides per section, e.g. make_gateway(server={...})."""
 
+    instances = itertools.count(1)
+
     async def start(database: str = "antex.db", **sections: dict[str, Any]) -> Gateway:
         """One server per database (a second is refused): give a second gateway its own `database`."""
-        config = build_config(tmp_path / database, fake_upstream.url, **sections)
+        if store.is_postgres(database):  # a PostgreSQL URL: the journal goes in tmp_path
+            sections["server"] = {"journal_dir": str(tmp_path), "instance_id": f"test-{next(instances)}",
+                                  **sections.get("server", {})}
+        config = build_config(database if store.is_postgres(database) else tmp_path / database, fake_upstream.url,
+                              **sections)
         app = make_app(config, upstream_key=DEFAULT_API_KEY, clock=clock)
         server = await aiohttp_server(app)
         return Gateway(app, str(server.make_url("")).rstrip("/"), config, fake_upstream, clock)
@@ -160,3 +167,31 @@ def sample_body(**fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session (see tests/postgres.py); never skipped."""
+    server = start_postgres()
+    server.psql('CREATE DATABASE antex_template TEMPLATE template0')
+    asyncio.run(_migrate_template(server.url("antex_template")))
+    server.psql("ALTER DATABASE antex_template WITH IS_TEMPLATE true")
+    yield server
+    remove_postgres(server)
+
+
+async def _migrate_template(url: str) -> None:
+    opened = await store.open_store(url, pool_size=1)
+    await opened.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh PostgreSQL database of this test's own, migrated to the latest schema."""
+    return postgres_server.url(postgres_server.new_database("antex_template"))
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty PostgreSQL database (no schema at all)."""
+    return postgres_server.url(postgres_server.new_database())

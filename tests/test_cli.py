@@ -118,7 +118,7 @@ def charge(key_id: int, ts: float, credits: float, model: str = "claude-haiku-4-
 async def add_charges(path: str | Path, charges: list[Charge]) -> None:
     conn = await store.connect(str(path))
     try:
-        await store.Store(conn).insert_events([c.row() for c in charges])
+        await store.SqliteStore(conn).insert_events([c.row() for c in charges])
     finally:
         await conn.close()
 
@@ -565,7 +565,7 @@ async def test_usage_json_equals_the_v1_usage_body(gateway: Gateway, tmp_path: P
     key = await gateway.create_key("frank")
     conn = await store.connect(gateway.database)
     try:
-        (row,) = await store.Store(conn).find_keys("frank")
+        (row,) = await store.SqliteStore(conn).find_keys("frank")
     finally:
         await conn.close()
     now = gateway.clock.now

@@ -79,7 +79,7 @@ async def test_events_past_the_retention_become_daily_totals_that_still_export(t
     await insert_key(str(database), "alice", "pro")
     midday = time.time() // DAY * DAY + DAY / 2  # today's, UTC: the first three fall on one day
     conn = await store.connect(str(database))
-    await store.Store(conn).insert_events(charges(1, [100.2, 100.1, 100.05, 45, 29, 1, 0.01], midday))
+    await store.SqliteStore(conn).insert_events(charges(1, [100.2, 100.1, 100.05, 45, 29, 1, 0.01], midday))
     await conn.close()
 
     def antex(*args: str) -> str:
@@ -114,7 +114,7 @@ async def test_the_server_prunes_by_itself(make_gateway, monkeypatch) -> None:
     gateway = await make_gateway(events={"retention": "10d"})
     await gateway.create_key("alice")
     conn = await store.connect(gateway.database)
-    await store.Store(conn).insert_events(charges(1, [40, 20, 1], gateway.clock()))
+    await store.SqliteStore(conn).insert_events(charges(1, [40, 20, 1], gateway.clock()))
     await conn.close()
     deadline = time.monotonic() + 5
     db = sqlite3.connect(gateway.database)
@@ -133,7 +133,7 @@ async def test_a_revocation_lands_within_a_second_while_many_clients_poll_a_busy
     now = time.time()
     conn = await store.connect(str(database))
     rows = charges(1, [i * 3.0 / 200_000 for i in range(200_000)], now)
-    await store.Store(conn).insert_events(rows)
+    await store.SqliteStore(conn).insert_events(rows)
     await conn.commit()
     await conn.close()
     port = free_port()
@@ -187,7 +187,7 @@ async def test_a_revocation_lands_within_a_second_while_many_clients_poll_a_busy
 
 def test_the_ledger_and_the_store_use_only_public_apis_of_their_libraries() -> None:
     """aiosqlite's `_execute`/`_conn` (or any other private name) may change in any release."""
-    for module in ("ledger.py", "store.py"):
+    for module in ("ledger.py", "cluster.py", "store/sqlite.py", "store/postgres.py", "store/feed.py"):
         tree = ast.parse((ROOT / "antex" / module).read_text())
         private = [ast.unparse(node) for node in ast.walk(tree)
                    if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")

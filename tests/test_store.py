@@ -50,5 +50,6 @@ def test_wheel_ships_the_one_schema_and_the_documented_defaults(tmp_path: Path) 
     (wheel,) = tmp_path.glob("antex-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("antex/schema.sql") == (ROOT / "schema.sql").read_bytes()
+        assert archive.read("antex/schema-postgres.sql") == (ROOT / "schema-postgres.sql").read_bytes()
         assert archive.read("antex/config.example.toml") == (ROOT / "config.example.toml").read_bytes()
         assert "antex/static/index.html" in archive.namelist()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from antex.appkeys import CLOCK, LEDGER, POOL
+from antex.appkeys import CLOCK, CLUSTER, LEDGER, POOL
 from antex.routes import expect
 
 HEALTHY = b'{"status":"ok"}'
@@ -21,11 +21,19 @@ def setup(app: web.Application) -> None:
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and each upstream's state (ok, cooling until when for which model families, or
     down); 503 when the ledger cannot write (the store or the journal fails), with how many charges
-    wait to be written, so a load balancer or a monitor sees it."""
+    wait to be written, so a load balancer or a monitor sees it. With PostgreSQL, a feed from the
+    other instances that is down is "degraded" with a 200: every instance would say the same, and
+    a load balancer must not take them all out."""
     upstreams = request.app[POOL].states(request.app[CLOCK]())
     ledger = request.app[LEDGER].health()
-    status = "ok" if ledger is None and all(upstream["state"] == "ok" for upstream in upstreams) else "degraded"
-    body = {"status": status, "upstreams": upstreams} | ({"ledger": ledger} if ledger is not None else {})
+    cluster = request.app.get(CLUSTER)
+    apart = cluster.health() if cluster is not None else None
+    healthy = ledger is None and apart is None and all(upstream["state"] == "ok" for upstream in upstreams)
+    body = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
+    if ledger is not None:
+        body["ledger"] = ledger
+    if apart is not None:  # serving from memory; limits hold per instance until the feed is back
+        body["instances"] = apart
     return web.Response(body=orjson.dumps(body), status=200 if ledger is None else 503, content_type="application/json")
 
 

@@ -1,4 +1,4 @@
-"""SQLite: connections, schema.sql migrations, and every named query and write.
+"""The SQLite store: connections, schema.sql migrations, and every named query and write.
 
 The server opens three connections: a reader (lazy window loads, reports), one for the key
 watcher alone (so no slow report delays a revocation), both through aiosqlite, and the ledger's
@@ -10,34 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
+import secrets
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, AsyncIterator, Iterable, Iterator
 
 import aiosqlite
 import orjson
 
+from antex.store.interface import DAY_S, EVENT_COLUMNS, KEY_COLUMNS, TOTALS, KeyRow
+from antex.store.migrations import migrations
+
 BUSY_TIMEOUT_MS = 30_000
 # The writer waits less for a lock: the ledger retries a failed batch with backoff (and says so),
 # and a stop never waits longer than this on a database another process holds.
 WRITER_BUSY_TIMEOUT_MS = 2_000
-DAY_S = 86400
-_MIGRATION = re.compile(r"^-- migration (\d+): (.+)$", re.MULTILINE)
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every section of schema.sql, in order."""
-    text = resources.files("antex").joinpath("schema.sql").read_text("utf-8")
-    heads = list(_MIGRATION.finditer(text))
-    found = []
-    for i, head in enumerate(heads):
-        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
-        found.append((int(head.group(1)), head.group(2).strip(), text[head.end():end]))
-    return found
 
 
 async def connect(path: str) -> aiosqlite.Connection:
@@ -92,28 +80,6 @@ def _statements(sql: str) -> list[str]:
     return statements
 
 
-@dataclass(frozen=True)
-class KeyRow:
-    id: int
-    name: str
-    prefix: str
-    hash: str
-    plan: str
-    limits: dict[str, Any]
-    status: str
-    status_reason: str | None
-    created_at: float
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row | tuple) -> "KeyRow":
-        return cls(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]), row[6], row[7], row[8])
-
-
-KEY_COLUMNS = "id, name, prefix, hash, plan, limits, status, status_reason, created_at"
-
-EVENT_COLUMNS = ("key_id", "ts", "model", "endpoint", "input_tokens", "output_tokens", "cache_write_5m_tokens",
-                 "cache_write_1h_tokens", "cache_read_tokens", "micro_credits", "request_id", "outcome", "estimated",
-                 "web_search_requests", "web_fetch_requests", "upstream")
 INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 SETTLE_JOURNAL = "UPDATE journal_settled SET ids = ? WHERE id = 1"
 CHARGES_SINCE = "SELECT ts, micro_credits FROM events WHERE key_id = ? AND ts > ? ORDER BY ts"
@@ -121,8 +87,6 @@ UPSERT_IP = ("INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?, ?, ?) "
              "ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)")
 QUARANTINE = "UPDATE keys SET status = 'quarantined', status_reason = ?, updated_at = ? WHERE id = ? AND status = 'active'"
 DELETE_LEGACY = "DELETE FROM inflight WHERE id = ?"
-TOTALS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-          "web_search_requests", "web_fetch_requests", "micro_credits")
 ROLL_UP_DAY = (f"INSERT INTO daily_usage (key_id, day, model, requests, {', '.join(TOTALS)}) "
                f"SELECT key_id, ?, model, COUNT(*), {', '.join(f'SUM({c})' for c in TOTALS)} "
                f"FROM events WHERE ts >= ? AND ts < ? GROUP BY key_id, model "
@@ -130,8 +94,8 @@ ROLL_UP_DAY = (f"INSERT INTO daily_usage (key_id, day, model, requests, {', '.jo
                + ", ".join(f"{c} = {c} + excluded.{c}" for c in TOTALS))
 
 
-class Store:
-    """Named queries over one connection."""
+class SqliteStore:
+    """Named queries over one connection (antex.store.interface.Store)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
@@ -145,6 +109,12 @@ class Store:
             return await cursor.fetchone()
 
     # keys
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def schema_version(self) -> int:
+        return (await self._one("PRAGMA user_version"))[0]
 
     async def keys_version(self) -> int:
         row = await self._one("SELECT value FROM meta WHERE name = 'keys_version'")
@@ -237,6 +207,30 @@ class Store:
         row = await self._one("SELECT ids FROM journal_settled WHERE id = 1")
         return orjson.loads(row[0]) if row else []
 
+    # export, for `antex import` (antex/store/importer.py)
+
+    async def keys_for_export(self) -> list[tuple[KeyRow, float]]:
+        """Every key with its updated_at."""
+        return [(KeyRow.from_row(r), r[9]) for r in await self._all(f"SELECT {KEY_COLUMNS}, updated_at FROM keys ORDER BY id")]
+
+    async def event_chunks_for_export(self, rows: int) -> AsyncIterator[list[tuple]]:
+        """Every event as (id, *EVENT_COLUMNS), oldest id first, `rows` at a time."""
+        async with self.conn.execute(f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id") as cursor:
+            while chunk := await cursor.fetchmany(rows):
+                yield [tuple(r) for r in chunk]
+
+    async def daily_totals_for_export(self) -> list[tuple]:
+        return await self._all(f"SELECT key_id, day, model, requests, {', '.join(TOTALS)} FROM daily_usage")
+
+    async def ips_for_export(self) -> list[tuple[int, str, float]]:
+        return await self._all("SELECT key_id, ip, last_seen FROM key_ips")
+
+    async def export_id(self) -> int:
+        """A random number this file keeps from the first call on: it names the file's events
+        wherever they are imported."""
+        await self.conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('export_id', ?)", (secrets.randbits(62),))
+        return (await self._one("SELECT value FROM meta WHERE name = 'export_id'"))[0]
+
     # client IPs
 
     async def ips_since(self, key_id: int, since: float) -> list[tuple[str, float]]:
@@ -258,7 +252,8 @@ def _filter(key_column: str, key_id: int | None, time_column: str, after: float 
     return " AND ".join(where), params
 
 
-class Writer:
+class SqliteWriter:
+    QUARANTINE = QUARANTINE
     """The one connection that writes, on a thread of its own; every write goes through it.
 
     The ledger hands it a whole batch, which is one transaction in one hop from the event loop to
@@ -274,7 +269,7 @@ class Writer:
         self._file = os.stat(path)
 
     @classmethod
-    async def open(cls, path: str) -> "Writer":
+    async def open(cls, path: str) -> "SqliteWriter":
         """Connect to `path` (already migrated by `connect`)."""
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="antex-sqlite-writer")
         try:
@@ -284,10 +279,12 @@ class Writer:
             raise
         return cls(conn, thread, path)
 
-    async def write(self, events: list[tuple], settled: list[str], ips: list[tuple[int, str, float]],
-                    statements: list[tuple[str, tuple]], legacy: list[tuple[str]]) -> None:
+    async def write(self, events: list[tuple], event_ids: list[str | None], settled: list[str],
+                    ips: list[tuple[int, str, float]], statements: list[tuple[str, tuple]],
+                    legacy: list[tuple[str]]) -> None:
         """One transaction: credit events, the journal ids they settle, rows an older version left
-        in `inflight`, client IPs seen, then other writes (this module's named statements), in order."""
+        in `inflight`, client IPs seen, then other writes (named statements), in order.
+        (`event_ids` is for stores that key events by journal id; `settled` does that job here.)"""
         await asyncio.get_running_loop().run_in_executor(
             self._thread, self._write, events, settled, ips, statements, legacy)
 
@@ -366,12 +363,3 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
 
-
-async def prune(writer: Writer, now: float, keep_s: float, ip_window_s: float) -> tuple[int, int]:
-    """Roll every whole UTC day that ended `keep_s` ago up into daily totals, and forget client
-    IPs no limit looks at any more; returns (events rolled up, IPs forgotten)."""
-    keep_from = (now - keep_s) // DAY_S * DAY_S
-    rolled = 0
-    while (oldest := await writer.oldest_event()) is not None and oldest < keep_from:
-        rolled += await writer.roll_up_day(oldest // DAY_S * DAY_S)
-    return rolled, await writer.forget_ips(now - ip_window_s)

@@ -1,0 +1,191 @@
+"""Several Antex processes, one gateway: what the other instances sharing a PostgreSQL store do,
+applied to this instance's in-memory key states, and what this one tells them.
+
+Admission stays in memory and O(1): a key's windows here hold every instance's charges, its IP
+map every instance's sightings, and `remote_in_flight` the sum of the others' requests in flight.
+Charges and IPs arrive on the feed when the instance that settled them commits (at most
+COMMIT_EVERY_S after it settled them, plus a millisecond or so); in-flight counts are sent at
+once on every change and in full every IN_FLIGHT_EVERY_S, and a count not refreshed within
+IN_FLIGHT_STALE_S (a crashed instance) is dropped. Key changes reload the key cache at once.
+
+After every (re)connect of the feed, a catch-up read rebuilds the windows and IP maps of every
+loaded key from the database, plus this instance's own charges not committed yet and whatever
+the feed delivered during the read, each charge once (by journal id): nothing another instance
+committed while this one was cut off is missed, nothing counted twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Callable
+
+from antex.auth import KeyCache
+from antex.ledger import IP_WINDOW_S, KeyState, Ledger
+from antex.store import feed
+from antex.store.postgres import PostgresStore
+from antex.windows import SEVEN_DAYS_S
+
+IN_FLIGHT_EVERY_S = 1.0
+IN_FLIGHT_STALE_S = 3.5
+
+
+class Cluster:
+    def __init__(self, url: str, instance: str, ledger: Ledger, keys: KeyCache, store: PostgresStore,
+                 clock: Callable[[], float]) -> None:
+        self.instance = instance
+        self.ledger = ledger
+        self.keys = keys
+        self.store = store
+        self.clock = clock
+        self.feed = feed.Feed(url, self._received, keys.changed.set, self._catch_up)
+        # key id -> instance -> (requests in flight, monotonic time heard)
+        self.remote: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
+        self._pending: dict[int, list[tuple]] = defaultdict(list)  # charges for keys still loading
+        self._caught: list[tuple] | None = None  # charges arriving during a catch-up read
+        self._dirty: set[int] = set()
+        self._flush_soon: asyncio.Handle | None = None
+        self._task: asyncio.Task | None = None
+        ledger.on_loaded = self._loaded
+        ledger.in_flight_changed = self._in_flight_changed
+
+    def start(self) -> None:
+        self.feed.start()
+        self._task = asyncio.create_task(self._every_second(), name="antex-cluster-in-flight")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.feed.close()
+
+    def health(self) -> dict | None:
+        """None while the feed is connected; otherwise since when it is not, for /healthz."""
+        if self.feed.connected.is_set():
+            return None
+        return {"feed_error": self.feed.error, "down_s": round(time.time() - (self.feed.down_since or time.time()), 1)}
+
+    # what the others say
+
+    def _received(self, message: dict) -> None:
+        if message["i"] == self.instance:  # counted when settled; only a catch-up read needs it
+            if self._caught is not None:
+                self._caught.extend(tuple(charge) for charge in message.get("c", ()))
+            return
+        try:
+            for key_id, ts, amount, journal_id in message.get("c", ()):
+                self._charge((key_id, ts, amount, journal_id))
+            for key_id, ip, seen in message.get("p", ()):
+                state = self.ledger.states.get(key_id)
+                if state is not None and seen > state.ips.get(ip, 0.0):
+                    state.ips[ip] = seen
+            if "f" in message:
+                self._counts(message["i"], {int(k): v for k, v in message["f"].items()}, message.get("all", False))
+        except (TypeError, ValueError):  # not a message of this version: ignore it, as unknown fields
+            return
+
+    def _charge(self, charge: tuple) -> None:
+        if self._caught is not None:
+            self._caught.append(charge)
+        key_id = charge[0]
+        state = self.ledger.states.get(key_id)
+        if state is not None:
+            self.ledger.count(state, charge[1], charge[2])
+        elif self.ledger.is_loading(key_id):
+            self._pending[key_id].append(charge)
+
+    def _loaded(self, state: KeyState) -> None:
+        """A key's history was just read: add what the feed brought meanwhile and the read did not
+        see (a charge no older than the newest read was committed before the read, so it is in it)."""
+        newest = state.last_ts
+        for _, ts, amount, _ in self._pending.pop(state.key_id, ()):
+            if ts > newest:
+                self.ledger.count(state, ts, amount)
+        state.remote_in_flight = self._remote_sum(state.key_id)
+
+    def _counts(self, instance: str, counts: dict[int, int], every_key: bool) -> None:
+        now = time.monotonic()
+        touched = set(counts)
+        if every_key:
+            for key_id, by_instance in self.remote.items():
+                if instance in by_instance and key_id not in counts:
+                    del by_instance[instance]
+                    touched.add(key_id)
+        for key_id, count in counts.items():
+            self.remote[key_id][instance] = (count, now)
+        for key_id in touched:
+            self._sum(key_id)
+
+    def _sum(self, key_id: int) -> None:
+        state = self.ledger.states.get(key_id)
+        if state is not None:
+            state.remote_in_flight = self._remote_sum(key_id)
+
+    def _remote_sum(self, key_id: int) -> int:
+        by_instance = self.remote.get(key_id)
+        return sum(count for count, _ in by_instance.values()) if by_instance else 0
+
+    # what this instance says
+
+    def _in_flight_changed(self, state: KeyState) -> None:
+        self._dirty.add(state.key_id)
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._send_changed)
+
+    def _send_changed(self) -> None:
+        self._flush_soon = None
+        states = self.ledger.states
+        counts = {key_id: states[key_id].in_flight for key_id in self._dirty if key_id in states}
+        self._dirty.clear()
+        self.feed.publish(feed.in_flight_messages(self.instance, counts, every_key=False))
+
+    async def _every_second(self) -> None:
+        """Send every count in flight (a lost message heals within a second), drop the counts of
+        instances that stopped sending theirs."""
+        while True:
+            await asyncio.sleep(IN_FLIGHT_EVERY_S)
+            counts = {key_id: state.in_flight for key_id, state in self.ledger.states.items() if state.in_flight}
+            self.feed.publish(feed.in_flight_messages(self.instance, counts, every_key=True))
+            stale = time.monotonic() - IN_FLIGHT_STALE_S
+            for key_id, by_instance in self.remote.items():
+                gone = [instance for instance, (_, heard) in by_instance.items() if heard < stale]
+                for instance in gone:
+                    del by_instance[instance]
+                if gone:
+                    self._sum(key_id)
+
+    # after a (re)connect
+
+    async def _catch_up(self) -> None:
+        """Rebuild every loaded key's windows and IPs from the database (see the module doc)."""
+        self.keys.changed.set()
+        states = dict(self.ledger.states)
+        if not states:
+            return
+        self._caught = []
+        try:
+            # This instance's own charges not committed before the read, or settled during it,
+            # are in the ledger's batches before or after it, or come back on the feed meanwhile.
+            before = self.ledger.unwritten_charges()
+            now = self.clock()
+            rows = await self.store.recent_charges(list(states), now - SEVEN_DAYS_S)
+            ips = await self.store.recent_ips(list(states), now - IP_WINDOW_S)
+            caught = self._caught
+        finally:
+            self._caught = None
+        per_key: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        seen: set[str] = set()
+        for key_id, ts, amount, journal_id in (*rows, *before, *caught, *self.ledger.unwritten_charges()):
+            if journal_id is not None:
+                if journal_id in seen:
+                    continue
+                seen.add(journal_id)
+            per_key[key_id].append((ts, amount))
+        for key_id, state in states.items():
+            self.ledger.rebuild(state, per_key.get(key_id, []))
+        for key_id, ip, seen_at in ips:
+            state = states.get(key_id)
+            if state is not None and seen_at > state.ips.get(ip, 0.0):
+                state.ips[ip] = seen_at
