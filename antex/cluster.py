@@ -161,6 +161,7 @@ class Cluster:
     async def _catch_up(self) -> None:
         """Rebuild every loaded key's windows and IPs from the database (see the module doc)."""
         self.keys.changed.set()
+        self.ledger.store_is_back()
         states = dict(self.ledger.states)
         if not states:
             return

@@ -395,6 +395,11 @@ class Ledger:
             self.journal_failure.failed(error, "refusing new requests (503) until it can be written")
             self._batch.settled[:0] = batch.settled
 
+    def store_is_back(self) -> None:
+        """The store answers again (e.g. the cross-instance feed reconnected): retry a failed
+        write now rather than at the end of its backoff."""
+        self._retry_now.set()
+
     async def flush(self) -> None:
         """Wait until every write handed in so far is committed: not for those handed in meanwhile,
         so a flush returns even while a busy gateway keeps the writer going without a pause."""
