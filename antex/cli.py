@@ -529,3 +529,42 @@ def events(ctx: click.Context, key_ref: str | None, since: str | None, as_json: 
         sys.stdout.flush()
 
     run(export, cfg)
+
+
+@cli.command(name="import")
+@click.argument("sqlite_file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def import_command(ctx: click.Context, sqlite_file: str) -> None:
+    """Copy an SQLite database (keys, credit events, daily totals, client IPs) into the configured
+    PostgreSQL database. Running it again changes nothing.
+
+    The SQLite file is migrated to the latest schema first, and keeps a random id that names its
+    events in the target. Stop the single-process server using it first: what it has not written
+    yet would be left behind.
+    """
+    from antex.store import importer
+
+    cfg = load_config(ctx)
+    if not store.is_postgres(cfg.server.database):
+        raise click.ClickException(f"[server] database is {cfg.server.database!r}, not a PostgreSQL URL: import copies "
+                                   f"an SQLite database into the configured PostgreSQL one.")
+
+    async def copy() -> importer.Imported:
+        source = store.SqliteStore(await store.connect(sqlite_file))
+        try:
+            target = await store.open_store(cfg.server.database, pool_size=1)
+            try:
+                return await importer.import_sqlite(source, target)
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+
+    try:
+        done = asyncio.run(copy())
+    except importer.ImportConflict as exc:
+        raise click.ClickException(str(exc)) from None
+    except store.errors(cfg.server.database) + store.errors(sqlite_file) as exc:
+        raise click.ClickException(f"Cannot import ({type(exc).__name__}: {exc}).") from None
+    click.echo(f"Imported from {sqlite_file} into {_safe(cfg.server.database)}: {done.keys} keys, {done.events} credit "
+               f"events, {done.daily_totals} daily totals, {done.ips} client IPs (already there: left as they were).")

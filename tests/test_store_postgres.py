@@ -160,3 +160,46 @@ def test_a_wrong_password_is_a_clean_error(tmp_path: Path, postgres_url: str) ->
     cfg = write_config(tmp_path / "antex.toml", postgres_url.replace(PASSWORD, "wrong"))
     output = antex(cfg, "keys", "list", code=1).stderr
     assert "Cannot open the database" in output and "wrong" not in output
+
+
+def test_import_copies_an_sqlite_database_once(tmp_path: Path, postgres_url: str) -> None:
+    sqlite_cfg = write_config(tmp_path / "single.toml", tmp_path / "single.db")
+    key = KEY_PATTERN.search(antex(sqlite_cfg, "keys", "create", "erin", "--plan", "pro").output).group()
+    antex(sqlite_cfg, "keys", "create", "frank", "--plan", "pro")
+    antex(sqlite_cfg, "keys", "quarantine", "frank", "--reason", "leaked")
+    now = time.time()
+
+    async def history() -> None:
+        s = store.SqliteStore(await store.connect(str(tmp_path / "single.db")))
+        try:
+            await s.insert_events([charge(1, now - 3600, 400_000), charge(1, now - 60, 500_000),
+                                   charge(1, now - 20 * 86400, 7)])
+            await s.upsert_ips([(1, "203.0.113.9", now - 10)])
+        finally:
+            await s.close()
+
+    asyncio.run(history())
+    single_usage = orjson.loads(antex(sqlite_cfg, "usage", "erin", "--json").output)
+
+    cfg = write_config(tmp_path / "shared.toml", postgres_url)
+    first = antex(cfg, "import", str(tmp_path / "single.db")).output
+    assert "2 keys, 3 credit events" in first and "1 client IPs" in first
+    again = antex(cfg, "import", str(tmp_path / "single.db")).output
+    assert "0 keys, 0 credit events, 0 daily totals, 0 client IPs" in again
+    shared_usage = orjson.loads(antex(cfg, "usage", "erin", "--json").output)
+    assert shared_usage["five_hour"]["used_percent"] == single_usage["five_hour"]["used_percent"] > 0
+    listed = [json.loads(line) for line in antex(cfg, "keys", "list", "--json").output.splitlines()]
+    assert [(k["name"], k["status"]) for k in listed] == [("erin", "active"), ("frank", "quarantined")]
+    # the key works there as it did (same hash), and new keys get fresh ids after the imported ones
+    created = json.loads(antex(cfg, "keys", "create", "gus", "--plan", "pro", "--json").output)
+    assert created["id"] == 3 and key.startswith(listed[0]["prefix"])
+
+
+def test_import_refuses_a_target_holding_other_keys(tmp_path: Path, postgres_url: str) -> None:
+    sqlite_cfg = write_config(tmp_path / "single.toml", tmp_path / "single.db")
+    antex(sqlite_cfg, "keys", "create", "erin", "--plan", "pro")
+    cfg = write_config(tmp_path / "shared.toml", postgres_url)
+    antex(cfg, "keys", "create", "someone-else", "--plan", "pro")
+    message = antex(cfg, "import", str(tmp_path / "single.db"), code=1).stderr
+    assert "already a different key" in message
+    antex(write_config(tmp_path / "s.toml", tmp_path / "other.db"), "import", str(tmp_path / "single.db"), code=1)

@@ -205,6 +205,20 @@ class PostgresStore:
         """Nothing to skip: events are keyed by journal id, so settling one again inserts nothing."""
         return []
 
+    async def insert_daily_totals(self, rows: list[tuple]) -> int:
+        """Daily totals (key id, day, model, requests, TOTALS...) not already here; returns how many."""
+        columns = ("key_id", "day", "model", "requests", *TOTALS)
+        inserted = 0
+        for row in rows:
+            status = await self.pool.execute(
+                f"INSERT INTO daily_usage ({', '.join(columns)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+                f"ON CONFLICT DO NOTHING", *row)
+            inserted += int(status.split()[-1])
+        return inserted
+
+    async def count_ips(self) -> int:
+        return await self.pool.fetchval("SELECT COUNT(*) FROM key_ips")
+
     # client IPs
 
     async def ips_since(self, key_id: int, since: float) -> list[tuple[str, float]]:
