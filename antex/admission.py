@@ -211,5 +211,6 @@ class Admission:
             raise AntexError("rate_limit_error",
                              f"This key already has {state.in_flight + state.remote_in_flight} requests in flight, the most "
                              f"your plan allows at once ({cap}). Wait for one to finish.", headers={"retry-after": "1"})
-        return Ticket(state, self.ledger.in_flight_changed)
+        # Only a capped key's count matters to the other instances (the full counts go every second).
+        return Ticket(state, self.ledger.in_flight_changed if cap else None)
 

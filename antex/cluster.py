@@ -3,10 +3,12 @@ applied to this instance's in-memory key states, and what this one tells them.
 
 Admission stays in memory and O(1): a key's windows here hold every instance's charges, its IP
 map every instance's sightings, and `remote_in_flight` the sum of the others' requests in flight.
-Charges and IPs arrive on the feed when the instance that settled them commits (at most
-COMMIT_EVERY_S after it settled them, plus a millisecond or so); in-flight counts are sent at
-once on every change and in full every IN_FLIGHT_EVERY_S, and a count not refreshed within
-IN_FLIGHT_STALE_S (a crashed instance) is dropped. Key changes reload the key cache at once.
+Each instance sends its charges and new client IPs as it counts them (a millisecond or so later
+they count everywhere), and again from the transaction that commits them, which is delivered only
+if that commits: the second copy is what reaches an instance that missed the first (it was
+reconnecting), and a charge is counted once per journal id. In-flight counts are sent on every
+change and in full every IN_FLIGHT_EVERY_S; a count not refreshed within IN_FLIGHT_STALE_S (a
+crashed instance) is dropped. Key changes reload the key cache at once.
 
 After every (re)connect of the feed, a catch-up read rebuilds the windows and IP maps of every
 loaded key from the database, plus this instance's own charges not committed yet and whatever
@@ -29,6 +31,9 @@ from antex.windows import SEVEN_DAYS_S
 
 IN_FLIGHT_EVERY_S = 1.0
 IN_FLIGHT_STALE_S = 3.5
+# A charge's second copy (from its commit) normally follows the first within the ledger's commit
+# interval; after a reconnect the catch-up read starts this memory afresh.
+COUNTED_FOR_S = 120.0
 
 
 class Cluster:
@@ -44,11 +49,16 @@ class Cluster:
         self.remote: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
         self._pending: dict[int, list[tuple]] = defaultdict(list)  # charges for keys still loading
         self._caught: list[tuple] | None = None  # charges arriving during a catch-up read
+        self._counted: dict[str, float] = {}  # journal id -> monotonic time counted, for COUNTED_FOR_S
+        self._outgoing: list[list] = []  # this instance's charges and IPs, sent on the next loop turn
+        self._outgoing_ips: list[list] = []
         self._dirty: set[int] = set()
         self._flush_soon: asyncio.Handle | None = None
         self._task: asyncio.Task | None = None
         ledger.on_loaded = self._loaded
         ledger.in_flight_changed = self._in_flight_changed
+        ledger.charged = self._charged
+        ledger.ip_seen = self._ip_seen
 
     def start(self) -> None:
         self.feed.start()
@@ -89,12 +99,18 @@ class Cluster:
     def _charge(self, charge: tuple) -> None:
         if self._caught is not None:
             self._caught.append(charge)
-        key_id = charge[0]
+        key_id, journal_id = charge[0], charge[3]
+        if journal_id is not None and journal_id in self._counted:
+            return  # the copy sent from the commit of a charge the first copy brought
         state = self.ledger.states.get(key_id)
         if state is not None:
             self.ledger.count(state, charge[1], charge[2])
         elif self.ledger.is_loading(key_id):
             self._pending[key_id].append(charge)
+        else:
+            return  # a key not loaded here: its first request reads it from the database
+        if journal_id is not None:
+            self._counted[journal_id] = time.monotonic()
 
     def _loaded(self, state: KeyState) -> None:
         """A key's history was just read: add what the feed brought meanwhile and the read did not
@@ -129,17 +145,33 @@ class Cluster:
 
     # what this instance says
 
+    def _charged(self, key_id: int, ts: float, amount: int, journal_id: str | None) -> None:
+        self._outgoing.append([key_id, ts, amount, journal_id])
+        self._send_soon()
+
+    def _ip_seen(self, key_id: int, ip: str, seen: float) -> None:
+        self._outgoing_ips.append([key_id, ip, seen])
+        self._send_soon()
+
     def _in_flight_changed(self, state: KeyState) -> None:
         self._dirty.add(state.key_id)
+        self._send_soon()
+
+    def _send_soon(self) -> None:
+        """Everything that changed in this turn of the event loop goes out in one message."""
         if self._flush_soon is None:
             self._flush_soon = asyncio.get_running_loop().call_soon(self._send_changed)
 
     def _send_changed(self) -> None:
         self._flush_soon = None
-        states = self.ledger.states
-        counts = {key_id: states[key_id].in_flight for key_id in self._dirty if key_id in states}
-        self._dirty.clear()
-        self.feed.publish(feed.in_flight_messages(self.instance, counts, every_key=False))
+        if self._outgoing or self._outgoing_ips:
+            self.feed.publish(feed.settled_messages(self.instance, self._outgoing, self._outgoing_ips))
+            self._outgoing, self._outgoing_ips = [], []
+        if self._dirty:
+            states = self.ledger.states
+            counts = {key_id: states[key_id].in_flight for key_id in self._dirty if key_id in states}
+            self._dirty.clear()
+            self.feed.publish(feed.in_flight_messages(self.instance, counts, every_key=False))
 
     async def _every_second(self) -> None:
         """Send every count in flight (a lost message heals within a second), drop the counts of
@@ -148,7 +180,11 @@ class Cluster:
             await asyncio.sleep(IN_FLIGHT_EVERY_S)
             counts = {key_id: state.in_flight for key_id, state in self.ledger.states.items() if state.in_flight}
             self.feed.publish(feed.in_flight_messages(self.instance, counts, every_key=True))
-            stale = time.monotonic() - IN_FLIGHT_STALE_S
+            now = time.monotonic()
+            counted = self._counted  # in the order counted: the old ones are first
+            while counted and next(iter(counted.values())) < now - COUNTED_FOR_S:
+                del counted[next(iter(counted))]
+            stale = now - IN_FLIGHT_STALE_S
             for key_id, by_instance in self.remote.items():
                 gone = [instance for instance, (_, heard) in by_instance.items() if heard < stale]
                 for instance in gone:
@@ -178,6 +214,9 @@ class Cluster:
             self._caught = None
         per_key: dict[int, list[tuple[float, int]]] = defaultdict(list)
         seen: set[str] = set()
+        recent = now - COUNTED_FOR_S  # the copies from recent commits may still be on their way
+        self._counted = {journal_id: time.monotonic() for _, ts, _, journal_id in (*rows, *caught)
+                         if journal_id is not None and ts > recent}
         for key_id, ts, amount, journal_id in (*rows, *before, *caught, *self.ledger.unwritten_charges()):
             if journal_id is not None:
                 if journal_id in seen:

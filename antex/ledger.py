@@ -127,10 +127,13 @@ class Ledger:
         self._journal_ids = itertools.count(1)
         # Journal ids name a request among every instance's: "instance/boot-n" when several share a store.
         self._boot = (f"{instance}/" if instance else "") + f"{int(time.time() * 1000):x}"
-        # Called when a key's state has been loaded, and when a key's count in flight changes
-        # (set by antex/cluster.py when other instances share the store).
+        # Called when a key's state has been loaded, when a key's count in flight changes, when a
+        # charge is counted and when a client IP is recorded (set by antex/cluster.py when other
+        # instances share the store, to tell them at once).
         self.on_loaded: Callable[[KeyState], None] | None = None
         self.in_flight_changed: Callable[[KeyState], None] | None = None
+        self.charged: Callable[[int, float, int, str | None], None] | None = None
+        self.ip_seen: Callable[[int, str, float], None] | None = None
         self._wake = asyncio.Event()
         self._retry_now = asyncio.Event()  # cuts a retry's backoff short (a flush, a stop)
         self._soon: asyncio.TimerHandle | None = None  # a pending _kick_soon wake-up
@@ -269,6 +272,8 @@ class Ledger:
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         self._kick_soon()
+        if self.charged is not None:
+            self.charged(charge.key_id, ts, charge.micro_credits, journal_id)
 
     def seen_ip(self, key_id: int, state: KeyState, ip: str, now: float) -> None:
         previous = state.ips.get(ip)
@@ -276,6 +281,8 @@ class Ledger:
         if previous is None or now - previous >= IP_WRITE_EVERY_S:
             self._batch.ips.append((key_id, ip, now))
             self._kick_soon()
+            if self.ip_seen is not None:
+                self.ip_seen(key_id, ip, now)
 
     def quarantine(self, key_id: int, reason: str, now: float) -> None:
         """Quarantine an active key (the key watcher then refuses it), behind the pending writes."""

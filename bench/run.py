@@ -498,6 +498,12 @@ class Bench:
                           f"({s.events} events {s.hold_delay_s * 1000:g} ms apart, each held {s.events * s.hold_delay_s:g} s).")
         self.stop_all()
 
+    def instances(self) -> None:
+        """Several processes on one PostgreSQL database: see bench/instances.py."""
+        from bench import instances
+
+        instances.run(self)
+
     def ledger(self) -> None:
         """Credit events written per second under load, and how many wait unwritten (in-process variant)."""
         s = self.settings
@@ -561,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Antex vs a bare aiohttp pass-through.")
     parser.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (short runs, fewer requests)")
     parser.add_argument("--seconds", type=float, help="seconds per measured wrk run")
-    parser.add_argument("--only", help="comma-separated sections: throughput,pool,timing,memory,ledger")
+    parser.add_argument("--only", help="comma-separated sections: throughput,pool,timing,memory,ledger,instances")
     parser.add_argument("--output", help="write the results here (default: bench/RESULTS.md on a full run, "
                                          "nowhere on --quick or --only)")
     args = parser.parse_args(argv)
@@ -570,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = QUICK if args.quick else Settings()
     if args.seconds:
         settings = Settings(**{**settings.__dict__, "seconds": args.seconds})
-    sections = args.only.split(",") if args.only else ["throughput", "pool", "timing", "memory", "ledger"]
+    sections = args.only.split(",") if args.only else ["throughput", "pool", "timing", "memory", "ledger", "instances"]
     output = Path(args.output) if args.output else (None if args.quick or args.only else RESULTS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="antex-bench-") as tmp:

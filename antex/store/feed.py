@@ -148,8 +148,9 @@ class Feed:
                 ended.cancel()
             self._send.clear()
             outbox, self._outbox = self._outbox, []
-            for payload in outbox:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload, timeout=SEND_TIMEOUT_S)
+            if outbox:  # all of it in one round trip; what comes meanwhile goes in the next
+                await conn.execute("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload", CHANNEL, outbox,
+                                   timeout=SEND_TIMEOUT_S)
         raise ConnectionResetError("the connection to PostgreSQL was closed")
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
