@@ -150,3 +150,33 @@ async def test_healthz_says_degraded_while_the_feed_is_down(make_gateway: Gatewa
         async with http.get(gateway.url + "/healthz") as resp:
             assert resp.status == 200 and (await resp.json())["status"] == "ok"
     assert gateway.app[CLUSTER].health() is None
+
+
+async def test_after_a_lost_feed_connection_the_catch_up_read_counts_what_was_missed(
+        make_gateway: GatewayFactory, postgres_url: str, postgres_server) -> None:
+    a, b = await instances(make_gateway, postgres_url, 2)
+    key = await a.create_key("alice")
+    await b.app[KEYS].refresh()
+    b.fake.queue(text_reply("ok", **COST))
+    assert (await post(b, key))[0] == 200  # b holds the key's windows in memory from now on
+    key_id = key_id_of(b, key)
+    feed = b.app[CLUSTER].feed
+    database = postgres_url.rsplit("/", 1)[1]
+    try:  # cut the feeds and keep them out (as a network cut would), then charge on a meanwhile
+        postgres_server.psql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        postgres_server.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                             f"'antex-feed' AND datname = '{database}'")
+        await until(lambda: not feed.connected.is_set(), what="b noticing its feed is down")
+        for _ in range(3):  # a's writer keeps the connection it has
+            a.fake.queue(text_reply("ok", **COST))
+            assert (await post(a, key))[0] == 200
+        await a.flush()
+        await asyncio.sleep(0.3)  # b's feed tries to reconnect meanwhile, and fails
+        assert not feed.connected.is_set()
+    finally:
+        postgres_server.psql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    await until(lambda: feed.connected.is_set(), timeout_s=10, what="b's feed back")
+    state = b.app[LEDGER].states[key_id]
+    await until(lambda: state.five_hour.expire(b.clock()) == 4 * 600_000, what="b counting a's three charges")
+    await asyncio.sleep(0.2)  # and not one of them twice
+    assert state.five_hour.expire(b.clock()) == 4 * 600_000

@@ -34,6 +34,7 @@ import orjson
 log = logging.getLogger("antex.feed")
 
 CHANNEL = "antex"
+APPLICATION_NAME = "antex-feed"  # how the feed's connection shows in pg_stat_activity
 KEYS_CHANNEL = "antex_keys"
 MAX_PAYLOAD_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
 CONNECT_TIMEOUT_S = 5.0
@@ -110,7 +111,8 @@ class Feed:
         delay = RECONNECT_S
         while True:
             try:
-                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S,
+                                             server_settings={"application_name": APPLICATION_NAME})
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
                 self._failed(error)
                 await asyncio.sleep(delay)
