@@ -17,20 +17,22 @@ import pytest
 
 from antex import journal
 from tests.conftest import ROOT, insert_key, sample_body
-from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
+from tests.fake_anthropic import FakeAnthropic
 from tests.fake_replies import text_reply
 from tests.postgres import PostgresServer
 from tests.processes import clean_env, free_port, stop
+from tests.test_reliability import Served, fake, stream  # noqa: F401  (fake: the upstream fixture)
 
 TEXT = "one two three four five six seven eight nine ten"
 COST = dict(input_tokens=2000, output_tokens=0)  # 0.6 credits on claude-sonnet-4-6
 
 
-class Instance:
+class Instance(Served):
     """One `antex serve` process on the shared database, with an instance id and journal of its own."""
 
     def __init__(self, tmp_path: Path, database: str, upstream_url: str, name: str) -> None:
         self.name = name
+        self.database = database
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp_path / f"{name}.toml"
@@ -41,34 +43,9 @@ class Instance:
         self.log = tmp_path / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "antex.py", "--config", str(self.config), "serve"], cwd=ROOT,
-                                         env=clean_env(ANTEX_UPSTREAM_KEY=DEFAULT_API_KEY), stdout=out, stderr=out)
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200 and (await resp.json())["status"] == "ok":
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.name} did not come up:\n" + self.log.read_text())
-
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "antex.py", "--config", str(self.config), *args], cwd=ROOT,
                               env=clean_env(), capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-async def fake() -> FakeAnthropic:
-    upstream = FakeAnthropic()
-    await upstream.start()
-    yield upstream
-    await upstream.close()
 
 
 @pytest.fixture
@@ -165,18 +142,6 @@ async def test_a_revocation_from_the_cli_is_refused_by_every_process_within_a_se
 
 async def _refused(instance: Instance, key: str) -> bool:
     return (await post(instance.url, key))[0] == 401
-
-
-async def stream(url: str, key: str) -> tuple[bytes, BaseException | None]:
-    received = b""
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url + "/v1/messages", json=sample_body(stream=True), headers={"x-api-key": key}) as resp:
-                async for chunk in resp.content.iter_any():
-                    received += chunk
-    except (aiohttp.ClientError, ConnectionError) as exc:
-        return received, exc
-    return received, None
 
 
 async def test_kill_9_of_one_instance_mid_stream(cluster, fake: FakeAnthropic, postgres_url: str) -> None:
