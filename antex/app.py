@@ -27,7 +27,7 @@ from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
 from antex.failure import Failure
-from antex.journal import Journal
+from antex.journal import DatabaseInUse, Journal
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
 from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
@@ -97,7 +97,14 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     instance = app[INSTANCE] = instance_id(server) if shared else ""
     async with contextlib.AsyncExitStack() as stack:
         # The journal first: DatabaseInUse when another server has this database (or instance id).
-        journal = Journal(journal_base(server, instance))
+        try:
+            journal = Journal(journal_base(server, instance))
+        except DatabaseInUse:
+            if not shared:
+                raise
+            raise DatabaseInUse(f"Another Antex server on this machine is already instance {instance!r} (its journal "
+                                f"is in {server.journal_dir or 'the working directory'}). Give each instance its own "
+                                f"[server] instance_id, or its own port.") from None
         stack.callback(journal.close)  # (a second close, after the ledger's, does nothing)
         reader = app[READER] = await store.open_store(server.database)
         stack.push_async_callback(reader.close)

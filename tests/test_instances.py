@@ -228,3 +228,11 @@ async def _healthy(instance: Instance) -> bool:
     async with aiohttp.ClientSession() as http:
         async with http.get(instance.url + "/healthz") as resp:
             return resp.status == 200 and (await resp.json())["status"] == "ok"
+
+
+async def test_a_second_process_with_the_same_instance_id_is_refused(cluster, tmp_path: Path) -> None:
+    (first,) = await cluster(1)
+    twin = subprocess.run([sys.executable, "antex.py", "--config", str(first.config), "serve", "--port",
+                           str(free_port())], cwd=ROOT, env=clean_env(ANTEX_UPSTREAM_KEY="sk-ant-test"),
+                          capture_output=True, text=True, timeout=60)
+    assert twin.returncode == 1 and "already instance 'web-1'" in twin.stderr and "Traceback" not in twin.stderr
