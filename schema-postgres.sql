@@ -78,7 +78,51 @@ $$;
 CREATE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE ON keys
     FOR EACH STATEMENT EXECUTE FUNCTION antex_keys_changed();
 
--- Whole UTC days past [retention] events_days, one row per key, model and day.
+-- Stored responses (POST /v1/responses with store): as schema.sql's migration 5.
+CREATE TABLE responses (
+    id                   TEXT PRIMARY KEY,
+    key_id               BIGINT NOT NULL REFERENCES keys (id),
+    created_at           DOUBLE PRECISION NOT NULL,
+    touched_at           DOUBLE PRECISION NOT NULL,
+    previous_response_id TEXT,
+    bytes                BIGINT NOT NULL,
+    body                 TEXT NOT NULL
+);
+CREATE INDEX responses_key_touched ON responses (key_id, touched_at);
+CREATE INDEX responses_touched ON responses (touched_at);
+CREATE TABLE response_items (
+    response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,
+    is_output   INTEGER NOT NULL,
+    key_id      BIGINT NOT NULL,
+    item_id     TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    PRIMARY KEY (response_id, position)
+);
+CREATE INDEX response_items_key_item ON response_items (key_id, item_id);
+CREATE TABLE response_totals (
+    key_id    BIGINT PRIMARY KEY,
+    responses BIGINT NOT NULL,
+    bytes     BIGINT NOT NULL
+);
+CREATE FUNCTION antex_response_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO response_totals (key_id, responses, bytes) VALUES (NEW.key_id, 1, NEW.bytes)
+        ON CONFLICT (key_id) DO UPDATE SET responses = response_totals.responses + 1,
+                                           bytes = response_totals.bytes + excluded.bytes;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION antex_response_uncounted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE response_totals SET responses = responses - 1, bytes = bytes - OLD.bytes WHERE key_id = OLD.key_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER responses_counted AFTER INSERT ON responses FOR EACH ROW EXECUTE FUNCTION antex_response_counted();
+CREATE TRIGGER responses_uncounted AFTER DELETE ON responses FOR EACH ROW EXECUTE FUNCTION antex_response_uncounted();
+
+-- Whole UTC days past [events] retention, one row per key, model and day.
 CREATE TABLE daily_usage (
     key_id                BIGINT NOT NULL REFERENCES keys (id),
     day                   DOUBLE PRECISION NOT NULL,

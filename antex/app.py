@@ -123,7 +123,10 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 
 async def stored_responses(app: web.Application) -> AsyncIterator[None]:
     """The Responses API's stored responses (on the database's connections), pruned as they expire."""
-    responses = app[RESPONSES] = ResponseStore(app[READER].conn, app[LEDGER], app[CONFIG].responses, app[CLOCK])
+    dialect = None
+    if store.is_postgres(app[CONFIG].server.database):
+        from antex.store import postgres_responses as dialect
+    responses = app[RESPONSES] = ResponseStore(app[READER], app[LEDGER], app[CONFIG].responses, app[CLOCK], dialect)
 
     async def prune() -> None:
         while True:

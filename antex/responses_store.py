@@ -1,7 +1,8 @@
 """Stored responses (POST /v1/responses with store): every query behind named methods.
 
-In SQLite's dialect (json_each, window functions, numbered parameters): another store (PostgreSQL)
-implements the same methods with its own.
+The statements here are SQLite's (json_each, window functions, numbered parameters);
+antex/store/postgres_responses.py has the same names in PostgreSQL's, and a ResponseStore takes
+the set that fits its store (`dialect`).
 
 Reads go through the reader connection. Writes never touch SQLite on the request's path: they
 are handed to the ledger's single writer (antex/ledger.py), which commits them with the next batch
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+from types import ModuleType
 from typing import Any, Callable
 
-import aiosqlite
 import orjson
 
 from antex.config import ResponsesConfig
 from antex.ledger import Ledger
+from antex.store import Store
 
 FLUSH_WAIT_S = 5.0  # the longest a missed read waits for pending writes
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (a guard, never reached in practice)
@@ -75,9 +78,10 @@ class Conversation:
 
 
 class ResponseStore:
-    def __init__(self, reader: aiosqlite.Connection, ledger: Ledger, settings: ResponsesConfig,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, reader: Store, ledger: Ledger, settings: ResponsesConfig, clock: Callable[[], float],
+                 dialect: ModuleType | None = None) -> None:
         self.reader = reader
+        self.sql = dialect or sys.modules[__name__]  # the module holding the statements, by name
         self.ledger = ledger
         self.settings = settings
         self.clock = clock
@@ -87,8 +91,7 @@ class ResponseStore:
         return self.clock() - self.settings.retention_s
 
     async def _rows(self, sql: str, params: tuple) -> list[tuple]:
-        async with self.reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return await self.reader.rows(sql, params)
 
     async def _fresh_rows(self, sql: str, params: Callable[[], tuple]) -> list[tuple]:
         """The rows, or, when there are none, the rows once the writes handed in so far are committed."""
@@ -108,12 +111,12 @@ class ResponseStore:
 
     async def response(self, key_id: int, response_id: str) -> dict[str, Any] | None:
         """The response object as it was answered, or None (unknown, another key's, expired)."""
-        rows = await self._fresh_rows(GET_BODY, lambda: (response_id, key_id, self._horizon()))
+        rows = await self._fresh_rows(self.sql.GET_BODY, lambda: (response_id, key_id, self._horizon()))
         return orjson.loads(rows[0][0]) if rows else None
 
     async def input_items(self, key_id: int, response_id: str) -> list[dict[str, Any]]:
         """The items of the request that made the response, in order (the response must exist)."""
-        rows = await self._rows(GET_ITEMS, (response_id, 0, key_id, self._horizon()))
+        rows = await self._rows(self.sql.GET_ITEMS, (response_id, 0, key_id, self._horizon()))
         return [orjson.loads(row[0]) for row in rows]
 
     async def items(self, key_id: int, item_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -126,14 +129,14 @@ class ResponseStore:
         return found
 
     async def _items(self, key_id: int, wanted: str) -> dict[str, dict[str, Any]]:
-        rows = await self._rows(FIND_ITEMS, (key_id, wanted, self._horizon()))
+        rows = await self._rows(self.sql.FIND_ITEMS, (key_id, wanted, self._horizon()))
         return {item_id: orjson.loads(item) for item_id, item in rows}
 
     async def conversation(self, key_id: int, response_id: str) -> Conversation | None:
         """The conversation a new response continues (previous_response_id): each stored response's
         input then output, oldest first. None when the response, or one it continues, is gone."""
         horizon = self._horizon
-        rows = await self._fresh_rows(CONVERSATION, lambda: (response_id, key_id, horizon(), key_id, horizon()))
+        rows = await self._fresh_rows(self.sql.CONVERSATION, lambda: (response_id, key_id, horizon(), key_id, horizon()))
         if not rows or rows[0][1] is not None:  # the oldest link still names one: it is gone
             return None
         response_ids: list[str] = []
@@ -158,24 +161,24 @@ class ResponseStore:
         rows = [(response_id, position, is_output, key_id, str(item.get("id") or ""), orjson.dumps(item).decode())
                 for position, (is_output, item) in enumerate(encoded)]
         size = len(body) + sum(len(row[5]) for row in rows)
-        statements = [(INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
+        statements = [(self.sql.INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
                                          body.decode()))]
-        statements += [(INSERT_ITEM, row) for row in rows]
+        statements += [(self.sql.INSERT_ITEM, row) for row in rows]
         if continues:
-            statements.append((TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode())))
+            statements.append((self.sql.TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode())))
         bounds = (key_id, response_id, self.settings.max_per_key, self.settings.max_bytes_per_key)
-        statements += [(EVICT_OLDEST, bounds)] * EVICT_PER_KEEP
+        statements += [(self.sql.EVICT_OLDEST, bounds)] * EVICT_PER_KEEP
         self.ledger.execute_soon(statements)
 
     async def delete(self, key_id: int, response_id: str) -> bool:
         """Delete a live response of the key's; False when there was none. Committed on return."""
         if await self.response(key_id, response_id) is None:
             return False
-        self.ledger.execute(DELETE_RESPONSE, (key_id, response_id))
+        self.ledger.execute(self.sql.DELETE_RESPONSE, (key_id, response_id))
         await self.ledger.flush()
         return True
 
     def prune(self) -> None:
         """Drop every expired response (its items go with it), and whatever keeps a key over its bounds."""
-        self.ledger.execute_soon([(PRUNE, (self._horizon(),)),
-                                  (EVICT_ALL, (self.settings.max_per_key, self.settings.max_bytes_per_key))])
+        self.ledger.execute_soon([(self.sql.PRUNE, (self._horizon(),)),
+                                  (self.sql.EVICT_ALL, (self.settings.max_per_key, self.settings.max_bytes_per_key))])

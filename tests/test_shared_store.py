@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import orjson
+import pytest
 from aiohttp import ClientSession
 
 from antex import store
@@ -180,3 +181,42 @@ async def test_after_a_lost_feed_connection_the_catch_up_read_counts_what_was_mi
     await until(lambda: state.five_hour.expire(b.clock()) == 4 * 600_000, what="b counting a's three charges")
     await asyncio.sleep(0.2)  # and not one of them twice
     assert state.five_hour.expire(b.clock()) == 4 * 600_000
+
+
+async def test_stored_responses_are_shared_by_the_instances(make_gateway: GatewayFactory, postgres_url: str) -> None:
+    """Made on one instance, continued, read, listed and deleted on another (PostgreSQL's dialect
+    of every stored-response statement), then pruned."""
+    import openai
+
+    from antex.appkeys import RESPONSES
+    from tests.test_stored_responses import MODEL, TOOLS, weather_call
+
+    a, b = await instances(make_gateway, postgres_url, 2)
+    key = await a.create_key("alice")
+    await b.app[KEYS].refresh()
+    a.fake.queue(weather_call(), text_reply("Sunny in Oslo."), text_reply("Bye."))
+    async with openai.AsyncOpenAI(base_url=a.url + "/v1", api_key=key, max_retries=0) as on_a, \
+            openai.AsyncOpenAI(base_url=b.url + "/v1", api_key=key, max_retries=0) as on_b:
+        first = await on_a.responses.create(model=MODEL, input="Weather in Oslo?", tools=TOOLS)
+        await a.flush()
+        (call,) = [item for item in first.output if item.type == "function_call"]
+        second = await on_b.responses.create(model=MODEL, tools=TOOLS, previous_response_id=first.id,
+                                             input=[{"type": "function_call_output", "call_id": call.call_id,
+                                                     "output": "sunny, 21 C"}])
+        assert second.output_text == "Sunny in Oslo."
+        sent = a.fake.requests[1].json["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # the conversation came from a's store
+        await b.flush()
+        assert (await on_a.responses.retrieve(second.id)).output_text == "Sunny in Oslo."
+        items = await on_a.responses.input_items.list(second.id)
+        assert [item.type for item in items.data] == ["function_call_output"]
+        third = await on_a.responses.create(model=MODEL, input=[{"type": "item_reference", "id": call.id},
+                                                                {"role": "user", "content": "and?"}])
+        assert third.output_text == "Bye."
+        await on_b.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            await on_a.responses.retrieve(first.id)
+    for gateway in (a, b):
+        gateway.app[RESPONSES].prune()
+        await gateway.flush()
+        assert gateway.app[LEDGER].health() is None and gateway.app[LEDGER].store_failure.error is None

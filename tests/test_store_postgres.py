@@ -118,11 +118,11 @@ async def test_the_writer_inserts_each_request_once_and_rolls_up_days(postgres_u
         rows = [charge(key_id, now - 9 * 86400, 100), charge(key_id, now - 1, 50)]
         for _ in range(2):  # a batch written again after a lost answer to its commit
             await writer.write(rows, ["web-1/x-1", "web-1/x-2"], [], [(key_id, "10.0.0.1", now)],
-                               [("automatic", now, key_id)], [])
+                               [(writer.QUARANTINE, ("automatic", now, key_id))], [])
         assert len([e async for e in s.iter_events(key_id, None)]) == 2
         (row,) = await s.all_keys()
         assert row.status == "quarantined"
-        rolled, forgotten = await store.prune(writer, now, 8, 24 * 3600)
+        rolled, forgotten = await store.prune(writer, now, 8 * 86400, 24 * 3600)
         assert (rolled, forgotten) == (1, 0)
         events = [e async for e in s.iter_events(key_id, None)]
         assert [(e["outcome"], e["micro_credits"]) for e in events] == [("daily_total", 100), ("complete", 50)]

@@ -331,7 +331,7 @@ async def test_a_prune_brings_a_key_back_under_bounds_lowered_since(gateway: Gat
             gateway.clock.advance(1)
     app = gateway.app
     lowered = ResponsesConfig(RETENTION_S, max_per_key=1, max_bytes_per_key=10**9)
-    ResponseStore(app[READER].conn, app[LEDGER], lowered, app[CLOCK]).prune()
+    ResponseStore(app[READER], app[LEDGER], lowered, app[CLOCK]).prune()
     await gateway.flush()
     db = sqlite3.connect(gateway.database)
     try:

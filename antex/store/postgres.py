@@ -96,6 +96,10 @@ class PostgresStore:
     async def close(self) -> None:
         await self.pool.close()
 
+    async def rows(self, sql: str, params: tuple) -> list[tuple]:
+        """A named query of another module (e.g. postgres_responses.py), in PostgreSQL's dialect."""
+        return [tuple(r) for r in await self.pool.fetch(sql, *params)]
+
     async def schema_version(self) -> int:
         async with self.pool.acquire() as conn:
             return await schema_version(conn)

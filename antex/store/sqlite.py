@@ -113,6 +113,10 @@ class SqliteStore:
     async def close(self) -> None:
         await self.conn.close()
 
+    async def rows(self, sql: str, params: tuple) -> list[tuple]:
+        """A named query of another module (e.g. antex/responses_store.py), in SQLite's dialect."""
+        return await self._all(sql, params)
+
     async def schema_version(self) -> int:
         return (await self._one("PRAGMA user_version"))[0]
 
