@@ -33,7 +33,7 @@ def run(work: Callable[[Store], Awaitable[Any]], cfg: Config) -> Any:
         try:
             opened = await store.open_store(cfg.server.database, pool_size=1)
         except store.errors(cfg.server.database) as exc:
-            raise click.ClickException(f"Cannot open the database {_safe(cfg.server.database)} "
+            raise click.ClickException(f"Cannot open the database {store.display(cfg.server.database)} "
                                        f"({type(exc).__name__}: {exc}).") from None
         try:
             return await work(opened)
@@ -42,10 +42,6 @@ def run(work: Callable[[Store], Awaitable[Any]], cfg: Config) -> Any:
 
     return asyncio.run(main())
 
-
-def _safe(database: str) -> str:
-    """The database as it may be shown: a PostgreSQL URL without its password."""
-    return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", database)
 
 
 @click.group()
@@ -85,7 +81,7 @@ def init(ctx: click.Context, write_config: str | None) -> None:
             handle.write(text)
         click.echo(f"Wrote {write_config}. Use it with: antex --config {write_config} serve")
     version = run(lambda s: s.schema_version(), cfg)
-    click.echo(f"Database {_safe(cfg.server.database)} is ready (schema version {version}).")
+    click.echo(f"Database {store.display(cfg.server.database)} is ready (schema version {version}).")
     click.echo("Next: antex keys create NAME --plan " + next(iter(cfg.plans)))
 
 
@@ -109,7 +105,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     except DatabaseInUse as exc:
         raise click.ClickException(str(exc)) from None
     except store.errors(cfg.server.database) as exc:  # at start: what the last run left stays in its journal
-        raise click.ClickException(f"Cannot open or write the database {_safe(cfg.server.database)} "
+        raise click.ClickException(f"Cannot open or write the database {store.display(cfg.server.database)} "
                                    f"({type(exc).__name__}: {exc}). Fix it and start again.") from None
 
 
@@ -566,5 +562,5 @@ def import_command(ctx: click.Context, sqlite_file: str) -> None:
         raise click.ClickException(str(exc)) from None
     except store.errors(cfg.server.database) + store.errors(sqlite_file) as exc:
         raise click.ClickException(f"Cannot import ({type(exc).__name__}: {exc}).") from None
-    click.echo(f"Imported from {sqlite_file} into {_safe(cfg.server.database)}: {done.keys} keys, {done.events} credit "
+    click.echo(f"Imported from {sqlite_file} into {store.display(cfg.server.database)}: {done.keys} keys, {done.events} credit "
                f"events, {done.daily_totals} daily totals, {done.ips} client IPs (already there: left as they were).")

@@ -33,7 +33,7 @@ IN_FLIGHT_EVERY_S = 1.0
 IN_FLIGHT_STALE_S = 3.5
 # A charge's second copy (from its commit) normally follows the first within the ledger's commit
 # interval; after a reconnect the catch-up read starts this memory afresh.
-COUNTED_FOR_S = 120.0
+COUNTED_FOR_S = 30.0
 
 
 class Cluster:

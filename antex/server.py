@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 
+from antex import store
 from antex.app import make_app
 from antex.config import Config
 
@@ -32,7 +33,8 @@ def serve(config: Config, upstream_keys: dict[str, str], *, host: str, port: int
         loop_factory = uvloop.new_event_loop
     app = server_app(config, upstream_keys)
     upstreams = ", ".join(f"{entry.name} ({entry.base_url})" for entry in config.upstreams)
-    log.info("Antex serving %s on http://%s:%d (database %s)", upstreams, host, port, config.server.database)
+    log.info("Antex serving %s on http://%s:%d (database %s)", upstreams, host, port,
+             store.display(config.server.database))
     web.run_app(app, host=host, port=port, shutdown_timeout=config.server.shutdown_grace_s, access_log=None,
                 print=lambda line: log.info(line.strip()), loop=loop_factory() if loop_factory else None,
                 handle_signals=True)

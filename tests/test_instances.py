@@ -19,7 +19,7 @@ from antex import journal
 from tests.conftest import ROOT, insert_key, sample_body
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_replies import text_reply
-from tests.postgres import PostgresServer
+from tests.postgres import PASSWORD, PostgresServer
 from tests.processes import clean_env, free_port, stop
 from tests.test_reliability import Served, fake, stream  # noqa: F401  (fake: the upstream fixture)
 
@@ -138,6 +138,8 @@ async def test_a_revocation_from_the_cli_is_refused_by_every_process_within_a_se
     started = time.monotonic()
     for instance in instances:
         await until(lambda: _refused(instance, key), 1.0 - (time.monotonic() - started), f"revoked on {instance.name}")
+    for instance in instances:  # the database URL's password is never logged
+        assert PASSWORD not in instance.log.read_text() and "database postgresql://antex:***@" in instance.log.read_text()
 
 
 async def _refused(instance: Instance, key: str) -> bool:

@@ -7,6 +7,8 @@ asyncpg) are imported only when a PostgreSQL URL is configured.
 """
 from __future__ import annotations
 
+import re
+
 from antex.store.interface import (DAY_S, EVENT_COLUMNS, KEY_COLUMNS, TOTALS, KeyRow, Store, Writer,  # noqa: F401
                                    prune)
 from antex.store.migrations import migrations  # noqa: F401
@@ -16,6 +18,11 @@ from antex.store.sqlite import QUARANTINE, SqliteStore, SqliteWriter, connect, m
 def is_postgres(database: str) -> bool:
     """Whether `[server] database` names a PostgreSQL database (postgresql://… or postgres://…)."""
     return database.startswith(("postgresql://", "postgres://"))
+
+
+def display(database: str) -> str:
+    """`[server] database` as it may be shown or logged: a PostgreSQL URL without its password."""
+    return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", database)
 
 
 def errors(database: str) -> tuple[type[BaseException], ...]:
