@@ -113,7 +113,7 @@ class Feed:
             try:
                 conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S,
                                              server_settings={"application_name": APPLICATION_NAME})
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            except Exception as error:  # refused, unreachable, not accepting connections: try again
                 self._failed(error)
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX_S, delay * 2)
@@ -121,7 +121,7 @@ class Feed:
             try:
                 await self._serve(conn)
                 delay = RECONNECT_S
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            except Exception as error:  # whatever a cut connection raises (asyncpg has several): reconnect
                 self._failed(error)
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX_S, delay * 2)
