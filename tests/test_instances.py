@@ -238,3 +238,31 @@ async def test_a_second_process_with_the_same_instance_id_is_refused(cluster, tm
                            str(free_port())], cwd=ROOT, env=clean_env(ANTEX_UPSTREAM_KEY="sk-ant-test"),
                           capture_output=True, text=True, timeout=60)
     assert twin.returncode == 1 and "already instance 'web-1'" in twin.stderr and "Traceback" not in twin.stderr
+
+
+async def test_a_stop_while_postgresql_is_down_keeps_the_charges_for_the_next_start(
+        cluster, fake: FakeAnthropic, postgres_url: str, postgres_server: PostgresServer) -> None:
+    (a,) = await cluster(1)
+    key = await insert_key(postgres_url, "alice", "pro", {"max_concurrent": 0})
+    await until(lambda: _knows(a, key), 2, "the new key")
+    assert (await post(a.url, key))[0] == 200  # the key's windows are in memory from now on
+    await until(lambda: _count_is(postgres_url, 1), 5, "the first charge written")
+    postgres_server.stop()
+    try:
+        for _ in range(10):
+            assert (await post(a.url, key))[0] == 200  # served from memory
+        stop(a.proc)
+        assert a.proc.returncode == 0
+        left = journal.read_open(a.journal)
+        assert len(left) == 10 and all(request.charged for request in left)  # each with its exact charge
+    finally:
+        postgres_server.start()
+    await a.start()
+    await until(lambda: _count_is(postgres_url, 11), 10, "every charge written")
+    rows = await events(postgres_url)
+    assert len(rows) == 11 == len(fake.requests) and len({row[0] for row in rows}) == 11
+    assert {row[1] for row in rows} == {"complete"}  # written as settled, not as interrupted estimates
+
+
+async def _count_is(url: str, count: int) -> bool:
+    return len(await events(url)) == count
