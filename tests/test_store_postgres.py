@@ -203,3 +203,22 @@ def test_import_refuses_a_target_holding_other_keys(tmp_path: Path, postgres_url
     message = antex(cfg, "import", str(tmp_path / "single.db"), code=1).stderr
     assert "already a different key" in message
     antex(write_config(tmp_path / "s.toml", tmp_path / "other.db"), "import", str(tmp_path / "single.db"), code=1)
+
+
+async def test_instances_pruning_at_once_count_each_day_once(postgres_url: str) -> None:
+    s = await store.open_store(postgres_url)
+    writers = [await store.open_writer(postgres_url, f"web-{n}") for n in range(4)]
+    try:
+        key_id = await s.insert_key("bob", "sk_live_BbBb", "hash-b", "pro", 1.0)
+        now = time.time()
+        midday = (now - 20 * 86400) // 86400 * 86400 + 43200  # one UTC day, whatever the time now
+        rows = [charge(key_id, midday + n, 10) for n in range(500)]
+        await s.insert_events(rows, [f"x/{n}" for n in range(500)])
+        done = await asyncio.gather(*(store.prune(writer, now, 8 * 86400, 86400) for writer in writers))
+        assert sum(rolled for rolled, _ in done) == 500
+        (total,) = [e async for e in s.iter_events(key_id, None)]
+        assert (total["outcome"], total["requests"], total["micro_credits"]) == ("daily_total", 500, 5000)
+    finally:
+        for writer in writers:
+            await writer.close()
+        await s.close()

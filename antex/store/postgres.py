@@ -24,6 +24,7 @@ from antex.store.migrations import POSTGRES, migrations
 CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 15.0  # a statement longer than this is a failed one: the ledger retries it
 MIGRATION_LOCK = 0x616E7465  # pg_advisory_lock id: one instance migrates at a time
+ROLL_UP_LOCK = 0x616E7466  # ...and one rolls events up at a time
 
 _COLUMN_TYPES = ("bigint", "float8", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text",
                  "text", "integer", "bigint", "bigint", "text")  # EVENT_COLUMNS' types, in order
@@ -282,7 +283,10 @@ class PostgresWriter:
                 await conn.execute("SELECT pg_notify($1, $2)", feed.CHANNEL, payload)
 
     async def roll_up_day(self, day: float) -> int:
+        """Fold a day's events into daily_usage and delete them. Every instance prunes: one at a
+        time (a second would otherwise add up the events the first is deleting, twice)."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ROLL_UP_LOCK)
             await conn.execute(ROLL_UP_DAY, day, day, day + DAY_S)
             status = await conn.execute("DELETE FROM events WHERE ts >= $1 AND ts < $2", day, day + DAY_S)
         return int(status.split()[-1])
