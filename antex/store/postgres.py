@@ -182,7 +182,7 @@ class PostgresStore:
     async def activity(self, key_id: int, since: float) -> list[tuple[str, int, int]]:
         """(model, requests, micro-credits) per model since `since`, busiest first."""
         return [tuple(r) for r in await self.pool.fetch(
-            "SELECT model, COUNT(*), SUM(micro_credits) FROM events WHERE key_id = $1 AND ts > $2 "
+            "SELECT model, COUNT(*), SUM(micro_credits)::bigint FROM events WHERE key_id = $1 AND ts > $2 "
             "GROUP BY model ORDER BY SUM(micro_credits) DESC", key_id, since)]
 
     async def iter_events(self, key_id: int | None, since: float | None) -> AsyncIterator[dict[str, Any]]:
