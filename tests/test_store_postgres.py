@@ -186,6 +186,8 @@ def test_import_copies_an_sqlite_database_once(tmp_path: Path, postgres_url: str
     assert "2 keys, 3 credit events" in first and "1 client IPs" in first
     again = antex(cfg, "import", str(tmp_path / "single.db")).output
     assert "0 keys, 0 credit events, 0 daily totals, 0 client IPs" in again
+    exported = [orjson.loads(line) for line in antex(cfg, "events", "--json").output.splitlines()]
+    assert sorted(e["credits"] for e in exported) == [7e-6, 0.4, 0.5] and {e["key_name"] for e in exported} == {"erin"}
     shared_usage = orjson.loads(antex(cfg, "usage", "erin", "--json").output)
     assert shared_usage["five_hour"]["used_percent"] == single_usage["five_hour"]["used_percent"] > 0
     listed = [json.loads(line) for line in antex(cfg, "keys", "list", "--json").output.splitlines()]
