@@ -170,6 +170,8 @@ class Admission:
         rule = self.config.quarantine
         hits = state.ip_refusals
         hits.append(now)
+        if self.ledger.ip_refused is not None:  # the other instances count it too
+            self.ledger.ip_refused(key.id, now)
         while hits and hits[0] <= now - rule.within_s:
             hits.popleft()
         if len(hits) >= rule.ip_limit_hits:

@@ -6,7 +6,8 @@ map every instance's sightings, and `remote_in_flight` the sum of the others' re
 Each instance sends its charges and new client IPs as it counts them (a millisecond or so later
 they count everywhere), and again from the transaction that commits them, which is delivered only
 if that commits: the second copy is what reaches an instance that missed the first (it was
-reconnecting), and a charge is counted once per journal id. In-flight counts are sent on every
+reconnecting), and a charge is counted once per journal id. Its ip_limit_reached refusals go out
+at once too, so the automatic quarantine counts every instance's. In-flight counts are sent on every
 change and in full every IN_FLIGHT_EVERY_S; a count not refreshed within IN_FLIGHT_STALE_S (a
 crashed instance) is dropped. Key changes reload the key cache at once.
 
@@ -18,10 +19,13 @@ committed while this one was cut off is missed, nothing counted twice.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections import defaultdict
 from typing import Callable
+
+import orjson
 
 from antex.auth import KeyCache
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger
@@ -52,6 +56,7 @@ class Cluster:
         self._counted: dict[str, float] = {}  # journal id -> monotonic time counted, for COUNTED_FOR_S
         self._outgoing: list[list] = []  # this instance's charges and IPs, sent on the next loop turn
         self._outgoing_ips: list[list] = []
+        self._outgoing_refusals: list[list] = []
         self._dirty: set[int] = set()
         self._flush_soon: asyncio.Handle | None = None
         self._task: asyncio.Task | None = None
@@ -59,6 +64,7 @@ class Cluster:
         ledger.in_flight_changed = self._in_flight_changed
         ledger.charged = self._charged
         ledger.ip_seen = self._ip_seen
+        ledger.ip_refused = self._ip_refused
 
     def start(self) -> None:
         self.feed.start()
@@ -91,6 +97,10 @@ class Cluster:
                 state = self.ledger.states.get(key_id)
                 if state is not None and seen > state.ips.get(ip, 0.0):
                     state.ips[ip] = seen
+            for key_id, at in message.get("r", ()):  # ip_limit_reached elsewhere: counts towards quarantine
+                state = self.ledger.states.get(key_id)
+                if state is not None:
+                    bisect.insort(state.ip_refusals, at)
             if "f" in message:
                 self._counts(message["i"], {int(k): v for k, v in message["f"].items()}, message.get("all", False))
         except (TypeError, ValueError):  # not a message of this version: ignore it, as unknown fields
@@ -153,6 +163,10 @@ class Cluster:
         self._outgoing_ips.append([key_id, ip, seen])
         self._send_soon()
 
+    def _ip_refused(self, key_id: int, at: float) -> None:
+        self._outgoing_refusals.append([key_id, at])
+        self._send_soon()
+
     def _in_flight_changed(self, state: KeyState) -> None:
         self._dirty.add(state.key_id)
         self._send_soon()
@@ -167,6 +181,9 @@ class Cluster:
         if self._outgoing or self._outgoing_ips:
             self.feed.publish(feed.settled_messages(self.instance, self._outgoing, self._outgoing_ips))
             self._outgoing, self._outgoing_ips = [], []
+        if self._outgoing_refusals:
+            self.feed.publish([orjson.dumps({"i": self.instance, "r": self._outgoing_refusals}).decode()])
+            self._outgoing_refusals = []
         if self._dirty:
             states = self.ledger.states
             counts = {key_id: states[key_id].in_flight for key_id in self._dirty if key_id in states}

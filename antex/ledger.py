@@ -134,6 +134,7 @@ class Ledger:
         self.in_flight_changed: Callable[[KeyState], None] | None = None
         self.charged: Callable[[int, float, int, str | None], None] | None = None
         self.ip_seen: Callable[[int, str, float], None] | None = None
+        self.ip_refused: Callable[[int, float], None] | None = None  # an ip_limit_reached, for the quarantine rule
         self._wake = asyncio.Event()
         self._retry_now = asyncio.Event()  # cuts a retry's backoff short (a flush, a stop)
         self._soon: asyncio.TimerHandle | None = None  # a pending _kick_soon wake-up

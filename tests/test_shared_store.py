@@ -227,3 +227,25 @@ async def test_stored_responses_are_shared_by_the_instances(make_gateway: Gatewa
         gateway.app[RESPONSES].prune()
         await gateway.flush()
         assert gateway.app[LEDGER].health() is None and gateway.app[LEDGER].store_failure.error is None
+
+
+async def test_the_automatic_quarantine_counts_every_instance_s_refusals(
+        make_gateway: GatewayFactory, postgres_url: str) -> None:
+    a, b = await instances(make_gateway, postgres_url, 2, server={"trusted_proxies": ["127.0.0.1/32"]},
+                           quarantine={"ip_limit_hits": 4, "within_s": 3600})
+    key = await a.create_key("alice", max_ips=1)
+    await b.app[KEYS].refresh()
+    assert (await post(a, key, ip="203.0.113.1"))[0] == 200
+    key_id = key_id_of(a, key)
+    await b.app[LEDGER].state(key_id)
+    await until(lambda: "203.0.113.1" in b.app[LEDGER].states[key_id].ips, what="the first IP on b")
+    for n, gateway in enumerate((a, b, a, b)):  # two refusals on each: four in all
+        status, body = await post(gateway, key, ip=f"198.51.100.{n}")
+        assert status == 403 and body["error"]["type"] == "ip_limit_reached"
+        await until(lambda: len(a.app[LEDGER].states[key_id].ip_refusals) + len(b.app[LEDGER].states[key_id].ip_refusals)
+                    >= 2 * (n + 1) or a.app[KEYS].by_hash[hash_key(key)].row.status == "quarantined",
+                    what="the refusal counted on both")
+    for gateway in (a, b):
+        await until(lambda: gateway.app[KEYS].by_hash[hash_key(key)].row.status == "quarantined", what="quarantined")
+        status, body = await post(gateway, key, ip="203.0.113.1")
+        assert status == 403 and body["error"]["type"] == "key_quarantined"

@@ -17,7 +17,8 @@ Messages are JSON, under PostgreSQL's 8000-byte payload limit (a big batch is sp
     {"i": "web-1", "f": {"3": 2}, "all": true}      in-flight counts (all: every key this instance has in flight)
 
 `i` is the sending instance (its own messages come back to it and are skipped), `c` settled
-charges (key id, ts, micro-credits, journal id), `p` client IPs seen, `f` requests in flight.
+charges (key id, ts, micro-credits, journal id), `p` client IPs seen, `f` requests in flight,
+`r` ip_limit_reached refusals ([key id, ts]).
 Key changes are a bare notification on KEYS_CHANNEL, sent by a trigger on the keys table.
 """
 from __future__ import annotations
