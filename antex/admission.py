@@ -1,7 +1,7 @@
 """The checks a request passes before it goes upstream, in order; each refusal is a typed error.
 
-Order: key status, plan, model, max_tokens (max_tokens_to_send), client IP, the two windows,
-concurrency. Everything here reads in-memory state: no SQLite on the hot path, and the same cost
+Order: key status, plan, client IP, the two windows, concurrency (before the body is read), then
+model and max_tokens (max_tokens_to_send) once it is. Everything here reads in-memory state: no SQLite on the hot path, and the same cost
 whatever the history.
 """
 from __future__ import annotations

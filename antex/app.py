@@ -17,12 +17,12 @@ from typing import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
-from antex import store
+from antex import request_body, store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.activity import ActivityCache
-from antex.appkeys import (ACTIVITY, ADMISSION, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY, KEYS, LEDGER,
-                           MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING, UPSTREAM_KEYS,
-                           UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ACTIVITY, ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY,
+                           KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING,
+                           UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
@@ -48,13 +48,14 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
              environ: Mapping[str, str] | None = None) -> web.Application:
     """`upstream_key`: each upstream's key by name (one string: the key of every upstream);
     `environ`: where HTTPS_PROXY / NO_PROXY are read (the CLI passes os.environ; default none)."""
-    # Bodies are read by the handlers with their own limit (see routes/body.py), so aiohttp's is off.
     app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes + 1,
-                          handler_args={"max_field_size": 64 * 1024, "max_line_size": 16 * 1024})
+                          handler_args=handler_args(config.server))
     app[CONFIG] = config
     names = [entry.name for entry in config.upstreams]
     app[UPSTREAM_KEYS] = dict.fromkeys(names, upstream_key) if isinstance(upstream_key, str) else \
         {name: upstream_key[name] for name in names}
+    app[BODY_BUDGET] = request_body.BodyBudget(config.server.max_buffered_body_bytes,
+                                               config.server.max_buffered_body_bytes_per_key)
     app[CLOCK] = clock
     app[ENVIRON] = dict(environ or {})
     app.cleanup_ctx.append(database)
@@ -87,6 +88,20 @@ def journal_base(server: ServerConfig, instance: str) -> str:
     if not store.is_postgres(server.database):
         return server.database
     return os.path.join(server.journal_dir or ".", f"antex-{instance}")
+
+
+def handler_args(server: ServerConfig) -> dict:
+    """How aiohttp reads a connection: bounded heads, and bodies left compressed.
+
+    Bodies are read by the handlers after admission, with their own limits and decoding
+    (antex/request_body.py): aiohttp would otherwise decompress a body nobody is allowed to send.
+    aiohttp closes a connection whose handler waits for a request head longer than its keep-alive
+    timeout, from the connection's opening or its previous answer: that is the head deadline.
+    aiohttp's lingering (reading a refused body's rest as fast as it comes, for 10 s) is off: the
+    error middleware discards it at a bounded pace instead (see answer_unread)."""
+    return {"max_field_size": server.max_header_bytes, "max_headers": server.max_headers,
+            "max_line_size": 16 * 1024, "keepalive_timeout": server.head_timeout_s, "auto_decompress": False,
+            "lingering_time": 0}
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -263,7 +278,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except AntexError as error:
-        return error_response(request, error)
+        return await answer_unread(request, error_response(request, error))
     except web.HTTPException as exc:
         if exc.status == 405:
             error = AntexError("method_not_allowed", f"{request.method} is not allowed on {request.path}.")
@@ -273,12 +288,32 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             error = AntexError("payload_too_large", "The request body is too large.")
         else:
             raise
-        return error_response(request, error)
+        return await answer_unread(request, error_response(request, error))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(request, AntexError("api_error", "Antex hit an internal error. It has been logged; try again."))
+    finally:
+        held = request.get(BODY_HELD)  # a body refused or cut before it was sent upstream
+        if held is not None:
+            held.release()
+
+
+async def answer_unread(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """A refusal sent before its body was read: answered at once, then the body's rest discarded at
+    the gateway's pace (request_body.discard), so the client, still uploading, gets to read it. A
+    body declared past max_body_bytes is not waited for: its connection closes once answered."""
+    content = request.content
+    if content.is_eof():  # the usual case: the whole body was read, or there was none
+        return response
+    if (request.content_length or 0) > request.app[CONFIG].server.max_body_bytes:
+        response.force_close()
+        return response
+    await response.prepare(request)
+    await response.write_eof()
+    await request_body.discard(request, request.app[BODY_BUDGET], request.app[CONFIG].server)
+    return response
 
 
 def error_response(request: web.Request, error: AntexError) -> web.Response:

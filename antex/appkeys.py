@@ -12,6 +12,7 @@ from antex.auth import KeyCache, KeyRecord
 from antex.config import Config
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
+from antex.request_body import BodyBudget, Held
 from antex.store import Store
 from antex.upstream.pool import Pool, Upstream
 
@@ -30,6 +31,7 @@ INSTANCE = web.AppKey("instance", str)  # this process's instance id with Postgr
 CLUSTER = web.AppKey("cluster", object)  # antex.cluster.Cluster, with PostgreSQL only
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)  # request body bytes held in memory
 
 # Per-request values (request[...]), set by the middleware and the handlers.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -39,3 +41,4 @@ KEY = web.RequestKey("key", KeyRecord)  # the caller's key, once authenticated
 WINDOWS = web.RequestKey("windows", tuple)  # the caller's window states, once admitted
 MAX_TOKENS_SENT = web.RequestKey("max_tokens_sent", int)  # set when max_tokens was lowered to the plan's cap
 UPSTREAM = web.RequestKey("upstream", Upstream)  # the upstream that answered
+BODY_HELD = web.RequestKey("body_held", Held)  # the request's share of the body budget

@@ -81,6 +81,15 @@ class ServerConfig:
     forwarded_header: str  # "x-forwarded-for" or "forwarded": the one header the trusted proxy sets
     max_body_bytes: int
     shutdown_grace_s: float
+    body_timeout_s: float
+    body_idle_timeout_s: float
+    max_buffered_body_bytes: int
+    max_buffered_body_bytes_per_key: int
+    max_header_bytes: int
+    max_headers: int
+    head_timeout_s: float
+    max_connections: int
+    max_connections_per_ip: int
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,10 @@ def _instance_id(value: str) -> str | None:
     return None
 
 
+def _header_bytes(value: int) -> str | None:
+    return None if value >= 1024 else "must be at least 1024 (real clients send headers of several hundred bytes)"
+
+
 def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
 
@@ -261,6 +274,15 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "forwarded_header": ((str,), _forwarded_header),
         "max_body_bytes": ((int,), _positive),
         "shutdown_grace_s": (NUMBER, _not_negative),
+        "body_timeout_s": (NUMBER, _positive),
+        "body_idle_timeout_s": (NUMBER, _positive),
+        "max_buffered_body_bytes": ((int,), _positive),
+        "max_buffered_body_bytes_per_key": ((int,), _positive),
+        "max_header_bytes": ((int,), _header_bytes),
+        "max_headers": ((int,), _positive),
+        "head_timeout_s": (NUMBER, _positive),
+        "max_connections": ((int,), _positive),
+        "max_connections_per_ip": ((int,), _positive),
     },
     "upstream": {
         "base_url": ((str,), _base_url),
@@ -381,6 +403,15 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
             forwarded_header=server["forwarded_header"],
             max_body_bytes=server["max_body_bytes"],
             shutdown_grace_s=float(server["shutdown_grace_s"]),
+            body_timeout_s=float(server["body_timeout_s"]),
+            body_idle_timeout_s=float(server["body_idle_timeout_s"]),
+            max_buffered_body_bytes=server["max_buffered_body_bytes"],
+            max_buffered_body_bytes_per_key=server["max_buffered_body_bytes_per_key"],
+            max_header_bytes=server["max_header_bytes"],
+            max_headers=server["max_headers"],
+            head_timeout_s=float(server["head_timeout_s"]),
+            max_connections=server["max_connections"],
+            max_connections_per_ip=server["max_connections_per_ip"],
         ),
         upstream=UpstreamConfig(**{k: v for k, v in checked["upstream"].items()}),
         quarantine=QuarantineConfig(**checked["quarantine"]),

@@ -1,4 +1,4 @@
-"""The flow every metered front door shares: read, authenticate, admit, call upstream, settle.
+"""The flow every metered front door shares: authenticate, admit, read, confirm, call upstream, settle.
 
 HTTP in -> admission -> upstream -> metering -> ledger. The route modules only differ in how
 they translate the request and the answer; each step here is the same for all of them.
@@ -14,9 +14,10 @@ from typing import Awaitable
 import orjson
 from aiohttp import web
 
+from antex import request_body
 from antex.admission import Ticket, max_tokens_to_send
-from antex.appkeys import (ADMISSION, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL, RELAYS, REQUEST_ID,
-                           STOPPING, UPSTREAM, UPSTREAM_S, WINDOWS)
+from antex.appkeys import (ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL,
+                           RELAYS, REQUEST_ID, STOPPING, UPSTREAM, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, request_ip
 from antex.config import Model
 from antex.credits import Usage, micro_credits
@@ -26,15 +27,12 @@ from antex.sse import UsageMeter
 from antex.translate.request import MIN_THINKING_BUDGET_TOKENS
 from antex.upstream import client as http_client
 from antex.upstream import failover
+from antex.upstream.headers import request_query
 from antex.upstream.pool import conversation_of
 
 log = logging.getLogger("antex.gateway")
 
-READ_CHUNK = 256 * 1024
-CHARS_PER_TOKEN = 4  # for the estimate charged when a stream is cancelled before its final usage
-# A body that stops arriving for this long is refused: a client cannot hold a handler open forever
-# by declaring a body and never sending it (aiohttp itself has no body timeout).
-BODY_IDLE_TIMEOUT_S = 30.0
+CHARS_PER_TOKEN = 4  # for the estimates charged when no usage could be read
 
 
 def authenticate(request: web.Request) -> KeyRecord:
@@ -44,52 +42,28 @@ def authenticate(request: web.Request) -> KeyRecord:
     return key
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The whole body, refused with payload_too_large as soon as it passes the limit.
-
-    A declared Content-Length over the limit is refused before a byte is read; a chunked or
-    lying body is cut off at the limit, so a huge upload never sits in memory.
-    """
-    limit = request.app[CONFIG].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    content = request.content
-    chunks, size = [], 0
-    while True:
-        try:
-            if content.is_eof():  # the whole body has arrived (the usual case): no wait, no timer to arm
-                chunk = content.read_nowait(READ_CHUNK)
-            else:
-                async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
-                    chunk = await content.read(READ_CHUNK)
-        except TimeoutError:
-            raise AntexError("request_timeout", f"The request body stopped arriving for {BODY_IDLE_TIMEOUT_S:g} seconds. Send it again.") from None
-        except web.RequestPayloadError:  # e.g. broken chunked framing, a Content-Encoding that does not decode
-            raise AntexError("invalid_request_error", "The request body could not be read: its framing or Content-Encoding is broken.") from None
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_body(request: web.Request, key: KeyRecord) -> bytes:
+    """The whole body, decoded, counted against the key's and the gateway's body budgets until
+    it has been sent upstream (or the request ends)."""
+    held = request[BODY_HELD] = request_body.Held(request.app[BODY_BUDGET], key.id)
+    return await request_body.read(request, held, request.app[CONFIG].server)
 
 
-def _too_large(limit: int) -> AntexError:
-    return AntexError("payload_too_large", f"The request body is larger than this gateway's limit of {limit} bytes. Send a smaller request.")
+def release_body(request: web.Request) -> None:
+    """The body is no longer needed: give its bytes back to the budgets."""
+    held = request.get(BODY_HELD)
+    if held is not None:
+        held.release()
 
 
-def parse_object(raw: bytes) -> dict:
-    """The body as a JSON object, or a clear invalid_request_error."""
-    if not raw:
-        raise AntexError("invalid_request_error", "The request body is empty. Send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise AntexError("invalid_request_error", f"The request body is not valid JSON ({exc.args[0]}).") from None
-    if not isinstance(body, dict):
-        raise AntexError("invalid_request_error", f"The request body must be a JSON object, not {type(body).__name__}.")
-    return body
+def parse_object(raw: bytes, fields: tuple[tuple[str, bytes], ...]) -> dict:
+    """The body as a JSON object in which none of `fields` (see request_body.quoted) appears twice."""
+    parsed = request_body.parse_object(raw)
+    twice = request_body.duplicate_field(raw, parsed, fields)
+    if twice is not None:
+        raise AntexError("invalid_request_error", f"{twice}: appears more than once in the request body. Send each field once.",
+                         param=twice)
+    return parsed
 
 
 def field(body: dict, name: str, kind: type | tuple, *, required: bool = True, what: str = ""):
@@ -152,9 +126,10 @@ class Call:
 
     key: KeyRecord
     state: KeyState
-    model: Model
     endpoint: str
     ticket: Ticket
+    model: Model | None = None  # known once the body is read
+    estimated_input: int = 0  # input tokens guessed from the body's size
     journal_id: str | None = None
     settled: bool = False
 
@@ -183,34 +158,47 @@ async def check_ip(request: web.Request, key: KeyRecord) -> KeyState:
     return state
 
 
-async def admit(request: web.Request, key: KeyRecord, *, model: Model, endpoint: str, body_bytes: int = 0) -> Call:
-    """The remaining checks, in order (after resolve and serve_max_tokens); the returned Call holds
-    a concurrency slot."""
+async def admit(request: web.Request, key: KeyRecord, endpoint: str) -> Call:
+    """The checks that need no body, in order: key status and plan, client IP, the two windows,
+    concurrency. The returned Call holds a concurrency slot: release its ticket if the request is
+    refused before confirm()."""
     app = request.app
     admission = app[ADMISSION]
+    admission.check_key(key)
     state = await check_ip(request, key)
     now = app[CLOCK]()
-    ledger = app[LEDGER]
     windows = admission.check_windows(key, state, now)
     request[WINDOWS] = windows
     ticket = admission.check_concurrency(key, state)
-    call = Call(key, state, model, endpoint, ticket)
+    return Call(key, state, endpoint, ticket)
+
+
+def choose_model(request: web.Request, call: Call, model_name: str) -> Model:
+    """The model the body names, if the key's plan allows it."""
+    model = call.model = request.app[ADMISSION].check_model(call.key, model_name)
+    return model
+
+
+def confirm(request: web.Request, call: Call, body_bytes: int) -> None:
+    """The journal entry that makes a crash from here on charge the request, once every check
+    passed (serve_max_tokens is the last): written only now, so a request refused for its body
+    is never charged."""
+    call.estimated_input = body_bytes // CHARS_PER_TOKEN
     try:
-        call.journal_id = ledger.journal(key.id, model.id, endpoint, body_bytes // CHARS_PER_TOKEN)
+        call.journal_id = request.app[LEDGER].journal(call.key.id, call.model.id, call.endpoint, call.estimated_input)
     except LedgerUnavailable:  # logged by the ledger, once per change of state
-        ticket.release()
         raise AntexError("ledger_unavailable", "Antex cannot record requests right now (its disk or database is failing), "
                          "so it cannot serve them. Try again later; the operator can see why on /healthz.",
                          headers={"retry-after": "30"}) from None
-    return call
 
 
 async def open_upstream(request: web.Request, path: str, body: bytes, model: Model, *, client_body: dict | None = None,
                         stream: bool = False) -> http_client.Response:
-    """POST `body` to the upstream `path` (with the client's query string, as sent) on the pool's
-    choice for this conversation, failing over before the first byte (antex/upstream/failover.py)."""
+    """POST `body` to the upstream `path` (with the query parameters the upstream knows) on the
+    pool's choice for this conversation, failing over before the first byte
+    (antex/upstream/failover.py); the body's bytes go back to the budgets once sent."""
     app = request.app
-    query = request.rel_url.raw_query_string
+    query = request_query(request.rel_url.query)
     if query:
         path += "?" + query
     pool = app[POOL]
@@ -224,6 +212,7 @@ async def open_upstream(request: web.Request, path: str, body: bytes, model: Mod
             clock=app[CLOCK])
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started
+        release_body(request)
     request_id = response.headers.get("request-id")
     if request_id:
         request[REQUEST_ID] = request_id
@@ -276,6 +265,10 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
     if outcome in ("upstream_error", "client_disconnected") and app[STOPPING].is_set():
         outcome = "interrupted"  # cut by a stop, not by the upstream or the client
     usage = Usage.from_anthropic(meter.usage) if meter else Usage()
+    estimated = False
+    if outcome == "complete" and not (meter and meter.usage):
+        # An answer whose usage could not be read is charged an estimate, never 0 as complete.
+        usage, estimated = Usage(input_tokens=call.estimated_input), True
     if outcome == "client_disconnected" and meter and not meter.finished:
         # Cancelled before the final usage: charge at least what was streamed.
         estimate = -(-meter.streamed_chars // CHARS_PER_TOKEN)
@@ -291,6 +284,7 @@ def settle(request: web.Request, call: Call, meter: UsageMeter | None, outcome: 
         request_id=request.get(REQUEST_ID),
         outcome=outcome,
         upstream=upstream.name if (upstream := request.get(UPSTREAM)) is not None else None,
+        estimated=estimated,
     )
     app[LEDGER].charge(call.state, charge, call.journal_id)
 

@@ -38,7 +38,9 @@ def write_config(work_dir: Path, name: str, upstream_url: str,
                       f'priority = {priority}\n' for entry, url, priority in pool or [])
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\ndatabase = "{work_dir / (name + ".db")}"\n'
-        f'shutdown_grace_s = 2\n\n[upstream]\nbase_url = "{upstream_url}"\n' + PLAN + entries)
+        f'shutdown_grace_s = 2\n'
+        f'max_connections_per_ip = 100000\n'  # every load generator connects from loopback
+        f'\n[upstream]\nbase_url = "{upstream_url}"\n' + PLAN + entries)
     return path, port
 
 

@@ -26,6 +26,10 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MESSAGES_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello."}]}
 CHAT_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
              "messages": [{"role": "user", "content": "Say hello."}]}
+# A Claude Code-sized request: most of the time spent on it is reading, checking and parsing the body.
+LARGE_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [
+    {"role": "user" if turn % 2 == 0 else "assistant", "content": f"Turn {turn}: " + "lorem ipsum dolor sit amet " * 90}
+    for turn in range(40)]}
 RESPONSES_BODY = {"model": "claude-sonnet-4-6", "max_output_tokens": 64, "stream": True, "input": "Say hello."}
 
 
@@ -232,6 +236,9 @@ class Bench:
             b, a = self.compare(f"non-streaming c{connections}", [(bare, bare_url + messages, MESSAGES_BODY),
                                 (antex, antex_url + messages, MESSAGES_BODY)], fake, key, connections)
             rows += self.load_rows(f"{connections} connections", b, a, 0.85)
+        b, a = self.compare("non-streaming c32, 100 KB body", [(bare, bare_url + messages, LARGE_BODY),
+                            (antex, antex_url + messages, LARGE_BODY)], fake, key, 32)
+        rows += self.load_rows(f"32 connections, {len(orjson.dumps(LARGE_BODY)) // 1000} KB bodies", b, a, 0.85)
         one = [self.probe("latency", "--url", url + messages, "--keys", key, "--requests", str(s.latency_requests))["keys"][0]
                for url in (bare_url, antex_url)]
         rows += [

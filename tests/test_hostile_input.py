@@ -14,7 +14,6 @@ import copy
 import gzip
 import http.client
 import subprocess
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -24,14 +23,11 @@ from typing import Any, Iterator
 import orjson
 import pytest
 from aiohttp import ClientSession
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from antex import gateway as gateway_module
-from antex.cli import cli
 from antex.translate.response_items import REASONING_PACK_PREFIX
-from tests.conftest import ROOT, Gateway, GatewayFactory, sample_body
-from tests.processes import clean_env, free_port, stop, wait_for
+from tests.conftest import Gateway, GatewayFactory, sample_body
+from tests.processes import cli_key, start_antex, start_fake_upstream, stop, live_config
 
 MESSAGES, CHAT, RESPONSES = "/v1/messages", "/v1/chat/completions", "/v1/responses"
 DOORS = (MESSAGES, CHAT, RESPONSES)
@@ -144,10 +140,9 @@ async def test_oversized_bodies_are_413_in_the_doors_shape(make_gateway: Gateway
 
 @pytest.mark.parametrize("path", [MESSAGES, CHAT])
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-async def test_a_body_that_stops_arriving_is_cut_off(gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
-                                                     path: str, framing: str) -> None:
+async def test_a_body_that_stops_arriving_is_cut_off(make_gateway: GatewayFactory, path: str, framing: str) -> None:
     """Slow loris: headers, a few bytes, then nothing. aiohttp has no body timeout; Antex has one."""
-    monkeypatch.setattr(gateway_module, "BODY_IDLE_TIMEOUT_S", 0.3)
+    gateway = await make_gateway(server={"body_idle_timeout_s": 0.3})
     key = await gateway.create_key("alice")
     if framing == "chunked":
         head = request_bytes("POST", path, {"x-api-key": key, "Transfer-Encoding": "chunked"}, content_length=False)
@@ -163,9 +158,9 @@ async def test_a_body_that_stops_arriving_is_cut_off(gateway: Gateway, monkeypat
     await assert_still_serving(gateway, key)
 
 
-async def test_a_slow_but_steady_upload_is_not_cut_off(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The timeout is on silence, not on the whole upload: a slow link still gets through."""
-    monkeypatch.setattr(gateway_module, "BODY_IDLE_TIMEOUT_S", 0.3)
+async def test_a_slow_but_steady_upload_is_not_cut_off(make_gateway: GatewayFactory) -> None:
+    """The idle timeout is on silence: a slow link still gets through, within the total deadline."""
+    gateway = await make_gateway(server={"body_idle_timeout_s": 0.3})
     key = await gateway.create_key("alice")
     body = orjson.dumps(VALID[MESSAGES])
     pieces = [body[i:i + 10] for i in range(0, len(body), 10)]
@@ -546,26 +541,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     work = tmp_path_factory.mktemp("hostile")
     procs: list[subprocess.Popen] = []
     try:
-        fake_log = work / "fake.log"
-        with fake_log.open("wb") as out:
-            procs.append(fake := subprocess.Popen(
-                [sys.executable, "-m", "tests.fake_anthropic", "--port", "0", "--api-key", LIVE_UPSTREAM_KEY],
-                cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
-        fake_url = wait_for(fake_log, fake, r"listening on (http://\S+)").group(1)
-        port = free_port()
-        config = work / "antex.toml"
-        config.write_text(f'[server]\ndatabase = "{work / "antex.db"}"\nport = {port}\nmax_body_bytes = 262144\n'
-                          f'shutdown_grace_s = 1\n[upstream]\nbase_url = "{fake_url}"\nidle_timeout_s = 5\n')
-        created = CliRunner().invoke(cli, ["--config", str(config), "keys", "create", "fuzz", "--plan", "max", "--json"])
-        assert created.exit_code == 0, created.output
-        key = orjson.loads(created.stdout)["key"]
+        config, port = live_config(work, start_fake_upstream(work, LIVE_UPSTREAM_KEY, procs), "max_body_bytes = 262144\n")
+        key = cli_key(config, "fuzz")
         server_log = work / "server.log"
-        with server_log.open("wb") as out:
-            procs.append(server := subprocess.Popen(
-                [sys.executable, "antex.py", "--config", str(config), "serve"], cwd=ROOT,
-                env=clean_env(ANTEX_UPSTREAM_KEY=LIVE_UPSTREAM_KEY), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT))
-        wait_for(server_log, server, r"Running on|serving")
+        start_antex(config, LIVE_UPSTREAM_KEY, server_log, procs)
         live = Live(f"http://127.0.0.1:{port}", key, server_log)
         for _ in range(100):  # listening is logged just before the socket accepts
             try:

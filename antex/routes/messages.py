@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from antex import gateway
+from antex import gateway, request_body
 from antex.upstream import client as http_client
 from antex.appkeys import ADMISSION
 from antex.errors import AntexError
@@ -20,6 +20,10 @@ from antex.upstream.headers import response_headers
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
+# The fields Antex reads from a body it forwards as sent: each must appear once, or the upstream
+# might read another value than the one Antex checked.
+READ_FIELDS = request_body.quoted("model", "max_tokens", "stream", "messages")
+COUNT_FIELDS = request_body.quoted("model")
 
 
 def setup(app: web.Application) -> None:
@@ -40,15 +44,21 @@ def validate(body: dict) -> tuple[str, int, bool]:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     key = gateway.authenticate(request)
-    raw = await gateway.read_body(request)
-    body = gateway.parse_object(raw)
-    model_name, max_tokens, stream = validate(body)
-    model = gateway.resolve(request, key, model_name)
-    max_tokens = gateway.serve_max_tokens(request, key, model, max_tokens)
-    call = await gateway.admit(request, key, model=model, endpoint=MESSAGES, body_bytes=len(raw))
+    call = await gateway.admit(request, key, MESSAGES)  # before a byte of the body is read
     try:
-        raw = gateway.upstream_body(raw, body, call.model, max_tokens)
-        response = await gateway.open_upstream(request, MESSAGES, raw, call.model, client_body=body, stream=stream)
+        raw = await gateway.read_body(request, key)
+        body = gateway.parse_object(raw, READ_FIELDS)
+        model_name, max_tokens, stream = validate(body)
+        model = gateway.choose_model(request, call, model_name)
+        max_tokens = gateway.serve_max_tokens(request, key, model, max_tokens)
+        gateway.confirm(request, call, len(raw))
+    except BaseException:
+        call.ticket.release()  # refused before the journal: nothing to charge
+        raise
+    try:
+        raw = gateway.upstream_body(raw, body, model, max_tokens)
+        response = await gateway.open_upstream(request, MESSAGES, raw, model, client_body=body, stream=stream)
+        del body, raw  # a stream may run for minutes: keep neither the parsed body nor its bytes
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise
@@ -86,10 +96,10 @@ async def count_tokens(request: web.Request) -> web.Response:
     """Forwarded, authenticated, not metered; the client's address counts against max_ips."""
     key = gateway.authenticate(request)
     request.app[ADMISSION].check_key(key)
-    raw = await gateway.read_body(request)
-    body = gateway.parse_object(raw)
+    await gateway.check_ip(request, key)  # before a byte of the body is read
+    raw = await gateway.read_body(request, key)
+    body = gateway.parse_object(raw, COUNT_FIELDS)
     model = gateway.resolve(request, key, gateway.field(body, "model", str, what="a string naming a model"))
-    await gateway.check_ip(request, key)
     raw = gateway.upstream_body(raw, body, model)
     response = await gateway.open_upstream(request, COUNT_TOKENS, raw, model, client_body=body)
     async with response:

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from antex import gateway
+from antex import gateway, request_body
 from antex.auth import KeyRecord
 from antex.errors import AntexError, openai_body, translate_upstream_error
 from antex.relay import Translated, relay_stream
@@ -44,28 +44,50 @@ class Door:
     keep: Callable[[web.Request, KeyRecord, Any, dict], None] | None = None
 
 
+# Every top-level field the translators read (antex/translate/): each must appear once. The
+# upstream gets Antex's own encoding of the translation, but the client must not be able to
+# send a request that two parsers read differently.
+READ_FIELDS = request_body.quoted(
+    "model", "messages", "input", "instructions", "max_tokens", "max_completion_tokens", "max_output_tokens", "stream",
+    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "stop", "temperature", "top_p", "response_format",
+    "reasoning_effort", "reasoning", "text", "n", "user", "metadata", "previous_response_id", "store")
+# What the answers echo of the request: everything but the conversation itself, which a stream
+# must not keep alive for its whole life.
+CONVERSATION = ("messages", "input")
+
+
 async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     key = gateway.authenticate(request)
-    raw = await gateway.read_body(request)
-    body = gateway.parse_object(raw)
-    model_name = gateway.field(body, "model", str, what="a string naming a model")
-    model = gateway.resolve(request, key, model_name)
-    expanded, memo = await door.recall(request, key, body) if door.recall else (body, None)
-    default_max = min(DEFAULT_MAX_TOKENS.get(model.tier, 16000), key.limits.max_tokens,
-                      model.max_output_tokens or key.limits.max_tokens)
+    call = await gateway.admit(request, key, door.endpoint)  # before a byte of the body is read
     try:
-        anthropic = door.to_messages(expanded, default_max)
-    except TranslationError as exc:
-        raise AntexError("invalid_request_error", exc.message, param=exc.param) from None
-    anthropic["model"] = gateway.upstream_model_name(model_name, model)
-    max_tokens = gateway.serve_max_tokens(request, key, model, anthropic["max_tokens"])
-    if max_tokens != anthropic["max_tokens"]:
-        gateway.lower_max_tokens(anthropic, max_tokens)
-    stream = anthropic.get("stream") is True
-    upstream_body = orjson.dumps(anthropic)
-    call = await gateway.admit(request, key, model=model, endpoint=door.endpoint, body_bytes=len(upstream_body))
+        raw = await gateway.read_body(request, key)
+        body = gateway.parse_object(raw, READ_FIELDS)
+        del raw
+        model_name = gateway.field(body, "model", str, what="a string naming a model")
+        model = gateway.choose_model(request, call, model_name)
+        expanded, memo = await door.recall(request, key, body) if door.recall else (body, None)
+        default_max = min(DEFAULT_MAX_TOKENS.get(model.tier, 16000), key.limits.max_tokens,
+                          model.max_output_tokens or key.limits.max_tokens)
+        try:
+            anthropic = door.to_messages(expanded, default_max)
+        except TranslationError as exc:
+            raise AntexError("invalid_request_error", exc.message, param=exc.param) from None
+        del expanded
+        anthropic["model"] = gateway.upstream_model_name(model_name, model)
+        max_tokens = gateway.serve_max_tokens(request, key, model, anthropic["max_tokens"])
+        if max_tokens != anthropic["max_tokens"]:
+            gateway.lower_max_tokens(anthropic, max_tokens)
+        stream = anthropic.get("stream") is True
+        upstream_body = orjson.dumps(anthropic)
+        del anthropic
+        gateway.confirm(request, call, len(upstream_body))
+    except BaseException:
+        call.ticket.release()  # refused before the journal: nothing to charge
+        raise
     try:
         response = await gateway.open_upstream(request, MESSAGES, upstream_body, model, client_body=body, stream=stream)
+        del upstream_body
+        body = {name: value for name, value in body.items() if name not in CONVERSATION}
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise
