@@ -236,14 +236,22 @@ def duplicate_field(raw: bytes, parsed: dict, fields: tuple[tuple[str, bytes], .
     the JSON object `raw` (parsed: `parsed`), whatever the escaping; None when each appears at most once.
 
     orjson keeps the last of duplicate keys, another parser may keep the first: the upstream must
-    not read a request Antex did not check. Only names orjson kept can be duplicated; for those,
-    each name's literal count (a C scan) and, when the body holds a backslash at all, one regex
-    search; the exact check (a second parse that keeps every pair) only runs when a name could
-    occur twice.
+    not read a request Antex did not check. Only names orjson kept can be duplicated. The fast
+    proof: the body is byte for byte what orjson writes for what it read (as compact JSON from
+    JSON.stringify, httpx and serde_json usually is), so no object in it holds a name twice; one
+    C encode and compare, about 15 times cheaper than scanning a 100 KB body for each name. Other
+    bodies (pretty-printed, escaped differently): each name's literal count (a C scan) and, when
+    the body holds a backslash at all, one regex search; the exact check (a second parse that
+    keeps every pair) only runs when a name could occur twice.
     """
     present = [field for field in fields if field[0] in parsed]
     if not present:
         return None
+    try:
+        if orjson.dumps(parsed) == raw:
+            return None
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits: the scan below decides
+        pass
     if not any(raw.count(literal) > 1 for _, literal in present) and not (b"\\" in raw and _ESCAPED_NAME_CHAR.search(raw)):
         return None
     return _exact_duplicate(raw, {name for name, _ in present})

@@ -124,6 +124,9 @@ async def test_bodies_past_the_per_key_budget_are_a_429_and_past_the_gateway_bud
     (b'{"model":"a","x":"\\u00e9\\u4e2d"}', None),  # escapes of non-ASCII text: the fast path
     (b'{"other":1,"other":2}', None),  # a field Antex does not read
     (b'{"model":"a","x":{"model":"b"},"model":"c"}', "model"),
+    (b'{"model": "a", "max_tokens": 1}', None),  # not orjson's own bytes: the scan decides
+    (b'{"model": "a", "model": "b"}', "model"),
+    (b'{"model":"a","n":123456789012345678901234567890,"model":"b"}', "model"),  # orjson cannot write it back
 ], ids=repr)
 def test_duplicate_field_table(raw: bytes, expected: str | None) -> None:
     assert duplicate_field(raw, orjson.loads(raw), FIELDS) == expected
