@@ -127,6 +127,11 @@ async def test_bodies_past_the_per_key_budget_are_a_429_and_past_the_gateway_bud
     (b'{"model": "a", "max_tokens": 1}', None),  # not orjson's own bytes: the scan decides
     (b'{"model": "a", "model": "b"}', "model"),
     (b'{"model":"a","n":123456789012345678901234567890,"model":"b"}', "model"),  # orjson cannot write it back
+    (b'{\n  "model": "a",\n  "max_tokens": 1\n}', None),  # pretty-printed: the colon count proves it
+    (b'{"model": "a:b", "x": "c\\u003ad"}', None),  # colons inside strings, one escaped
+    (b'{"model": "a", "x": "\\u003a", "model": "b"}', "model"),  # an escaped colon beside a duplicate
+    (b'{"model": "a", "x": "\\\\u003a", "model": "b"}', "model"),  # an escaped backslash, then text
+    (b'{"model": "a", "x": {"y": 1, "y": 2}}', None),  # a nested duplicate of a field Antex does not read
 ], ids=repr)
 def test_duplicate_field_table(raw: bytes, expected: str | None) -> None:
     assert duplicate_field(raw, orjson.loads(raw), FIELDS) == expected
@@ -146,8 +151,10 @@ def objects(draw: st.DrawFn) -> tuple[bytes, list[str]]:
     parts = []
     for name in names:
         key = _escaped(name, draw) if draw(st.integers(0, 3)) == 0 else name
-        value = draw(st.sampled_from(['1', '"model"', '{"model":1}', '["stream"]', 'true', '"\\u00e9"']))
-        parts.append(f'"{key}":{value}')
+        value = draw(st.sampled_from(['1', '"model"', '{"model":1}', '["stream"]', 'true', '"\\u00e9"', '"a:b"',
+                                      '"\\u003a"', '"\\\\u003a"', '{"y":1,"y":2}', '{"y":"\\u003A"}']))
+        space = draw(st.sampled_from(["", " ", "\n  "]))
+        parts.append(f'"{key}":{space}{value}')
     return ("{" + ",".join(parts) + "}").encode(), names
 
 
