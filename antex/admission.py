@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Callable, NamedTuple
 
 from antex.auth import KeyRecord
-from antex.config import Config, Limits, Model
+from antex.catalog import Limits, Model
+from antex.config import Config
 from antex.credits import to_micro
 from antex.errors import AntexError
 from antex.ledger import IP_WINDOW_S, KeyState, Ledger

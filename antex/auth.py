@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from aiohttp import web
 
-from antex.config import Config, Limits, ServerConfig, apply_overrides
+from antex.catalog import Limits, apply_overrides
+from antex.config import Config, ServerConfig
 from antex.errors import AntexError
 from antex.store import KeyRow, Store
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from antex.config import Rates
+from antex.catalog import Rates
 
 MICRO = 1_000_000
 

@@ -19,7 +19,7 @@ from antex.admission import Ticket, max_tokens_to_send
 from antex.appkeys import (ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL,
                            RELAYS, REQUEST_ID, STOPPING, UPSTREAM, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, request_ip
-from antex.config import Model
+from antex.catalog import Model
 from antex.credits import Usage, micro_credits
 from antex.errors import AntexError
 from antex.ledger import Charge, KeyState, LedgerUnavailable

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import orjson
 
-from antex.config import Rates
+from antex.catalog import Rates
 from antex.credits import Usage, micro_credits
 from antex.failure import Failure
 from antex.journal import Journal, OpenRequest, read_open

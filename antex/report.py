@@ -4,7 +4,7 @@ Built from a key's two windows (5 hours, 7 days); never exposes a credit amount.
 """
 from __future__ import annotations
 
-from antex.config import Limits
+from antex.catalog import Limits
 from antex.credits import to_micro
 from antex.windows import WINDOWS, RollingWindow, view
 

@@ -6,7 +6,8 @@ import urllib.request
 
 import orjson
 
-from antex.config import Config, apply_overrides
+from antex.catalog import apply_overrides
+from antex.config import Config
 from antex.report import usage_body
 from antex.store import KeyRow, Store
 from antex.windows import SEVEN_DAYS_S, both_windows

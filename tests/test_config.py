@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from antex.config import LIMIT_FIELDS, RATE_FIELDS, ConfigError, Limits, apply_overrides, load
+from antex.catalog import LIMIT_FIELDS, RATE_FIELDS, Limits, apply_overrides
+from antex.config import ConfigError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = tomllib.loads((ROOT / "config.example.toml").read_text("utf-8"))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antex import config
+from antex import catalog, config
 from antex.credits import MICRO, Usage, micro_credits, to_micro
 
 DEFAULTS = config.load(None)
@@ -114,12 +114,12 @@ def test_server_tool_uses_cost_anthropics_published_price_in_credits(model_id: s
 
 
 def test_server_tool_rates_are_configurable() -> None:
-    rates = config.Rates(input=0, output=0, cache_write_5m=0, cache_write_1h=0, cache_read=0, web_search=2.5, web_fetch=0.1)
+    rates = catalog.Rates(input=0, output=0, cache_write_5m=0, cache_write_1h=0, cache_read=0, web_search=2.5, web_fetch=0.1)
     assert micro_credits(Usage(web_search_requests=2, web_fetch_requests=3), rates) == 5_300_000
 
 
 def test_fractional_rates_round_to_whole_micro_credits() -> None:
-    rates = config.Rates(input=0.5, output=0.25, cache_write_5m=0, cache_write_1h=0, cache_read=0.1)
+    rates = catalog.Rates(input=0.5, output=0.25, cache_write_5m=0, cache_write_1h=0, cache_read=0.1)
     cost = micro_credits(Usage(input_tokens=3, output_tokens=2, cache_read_tokens=7), rates)
     assert cost == 3 and isinstance(cost, int)  # 1.5 + 0.5 + 0.7 = 2.7
 

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import ClientSession
 
 from antex.admission import max_tokens_to_send
-from antex.config import apply_overrides, default_document, from_document
+from antex.catalog import apply_overrides
+from antex.config import default_document, from_document
 from antex.errors import AntexError
 from tests.conftest import Gateway, sample_body
 from tests.fake_replies import text_reply

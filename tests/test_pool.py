@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from antex.config import UpstreamEntry
+from antex.upstream.config import UpstreamEntry
 from antex.upstream.pool import (BINDING_TTL_S, CIRCUIT_AFTER_5XX, RATE_LIMIT_DEFAULT_S, Pool, Upstream, conversation_of,
                                  cooldown_s)
 

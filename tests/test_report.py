@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from antex.config import Limits, load
+from antex.catalog import Limits
+from antex.config import load
 from antex.report import activity_body, usage_body
 from antex.windows import FIVE_HOURS_S, SEVEN_DAYS_S, both_windows, leaves_at
 

@@ -5,7 +5,7 @@ import click
 import orjson
 
 from antex.cli.base import cli, load_config
-from antex.config import LIMIT_FIELDS
+from antex.catalog import LIMIT_FIELDS
 
 _OVER_CAP = {"lower": "larger requests lowered to it", "refuse": "larger requests refused"}
 

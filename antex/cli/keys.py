@@ -11,7 +11,7 @@ import orjson
 from antex.auth import hash_key, new_key, visible_prefix
 from antex.cli.base import cli, load_config, one_key, run
 from antex.cli.catalog import describe_limits
-from antex.config import MAX_TOKENS_OVER, apply_overrides
+from antex.catalog import MAX_TOKENS_OVER, apply_overrides
 from antex.store import KeyRow, Store
 
 

@@ -10,7 +10,7 @@ import time
 import click
 import orjson
 
-from antex import config as config_module, store
+from antex import config_checks, store
 from antex.cli.base import cli, load_config, run
 from antex.config import Config
 
@@ -103,9 +103,9 @@ def prune(ctx: click.Context, retention: str | None) -> None:
     from antex.ledger import IP_WINDOW_S
 
     cfg = load_config(ctx)
-    if retention is not None and (problem := config_module.check_events_retention(retention)):
+    if retention is not None and (problem := config_checks.check_events_retention(retention)):
         raise click.BadParameter(f"{retention!r} {problem}", param_hint="--retention")
-    keep_s = cfg.events.retention_s if retention is None else config_module.duration_s(retention)
+    keep_s = cfg.events.retention_s if retention is None else config_checks.duration_s(retention)
     days = keep_s / 86400
 
     async def run_prune() -> tuple[int, int]:

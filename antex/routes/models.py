@@ -11,7 +11,7 @@ from aiohttp import web
 
 from antex import gateway
 from antex.appkeys import ADMISSION, CONFIG
-from antex.config import Model
+from antex.catalog import Model
 from antex.errors import AntexError
 from antex.routes import expect
 

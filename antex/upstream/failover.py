@@ -16,9 +16,10 @@ import asyncio
 import logging
 from typing import Callable, Mapping
 
-from antex.upstream import client as http_client
-from antex.config import Model, UpstreamConfig
+from antex.catalog import Model
 from antex.errors import AntexError
+from antex.upstream import client as http_client
+from antex.upstream.config import UpstreamConfig
 from antex.upstream.headers import request_headers
 from antex.upstream.pool import Pool, Upstream
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from antex.config import UpstreamEntry
+from antex.upstream.config import UpstreamEntry
 
 log = logging.getLogger("antex.upstream")
 
