@@ -1,9 +1,13 @@
 """The Responses API's stored state as data: references, kept items, list pages (no server)."""
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
-from antex.translate.response_state import PageError, list_page, own_items, page_params, referenced_ids, with_references
+from antex.translate.response_state import (PageError, list_page, own_items, page_params, referenced_ids, time_ordered,
+                                            with_references)
 
 
 def test_references_are_found_and_replaced_in_place() -> None:
@@ -61,3 +65,14 @@ def test_bad_page_params(query: dict, param: str) -> None:
     with pytest.raises(PageError) as bad:
         page_params(query)
     assert bad.value.param == param
+
+
+def test_kept_ids_grow_with_time() -> None:
+    """Stored responses' and items' ids start with the time, so each insert lands at the end of
+    the store's indexes (time_ordered); the upstream's own id stays at the end."""
+    first = time_ordered("01Abc")
+    time.sleep(0.002)
+    second = time_ordered("01Abc")
+    assert first < second and first.endswith("01Abc") and re.fullmatch(r"[0-9a-f]{11}01Abc", second)
+    (item,) = own_items("hello")
+    assert re.fullmatch(r"msg_[0-9a-f]{11}[0-9a-f]{32}", item["id"])

@@ -8,6 +8,8 @@ are checked against the openai SDK's Response model.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 import pytest
@@ -279,14 +281,15 @@ def test_non_stream_response() -> None:
     ], "tool_use")
     response = messages_to_response(message, request=codex_body(), custom_tools=CUSTOM, created=1700000000)
     Response.model_validate(response)
-    assert response["id"] == "resp_01Abc"
+    stem = response["id"].removeprefix("resp_")
+    assert re.fullmatch(r"[0-9a-f]{11}01Abc", stem)  # the time, then the upstream message's id
     assert (response["status"], response["incomplete_details"]) == ("completed", None)
     reasoning, text, patch, shell = response["output"]
     assert reasoning["summary"] == [{"type": "summary_text", "text": "Plan."}]
     assert text["content"] == [{"type": "output_text", "text": "Adding.", "annotations": []}]
-    assert patch == {"type": "custom_tool_call", "id": "ctc_01Abc_2", "call_id": "toolu_a",
+    assert patch == {"type": "custom_tool_call", "id": f"ctc_{stem}_2", "call_id": "toolu_a",
                      "name": "apply_patch", "input": PATCH}
-    assert shell == {"type": "function_call", "id": "fc_01Abc_3", "call_id": "toolu_b", "name": "shell",
+    assert shell == {"type": "function_call", "id": f"fc_{stem}_3", "call_id": "toolu_b", "name": "shell",
                      "arguments": '{"command":["ls"]}', "status": "completed"}
     assert response["usage"] == {
         "input_tokens": 330, "input_tokens_details": {"cached_tokens": 300, "cache_write_tokens": 20},

@@ -6,6 +6,7 @@ Pure: the route reads and writes the store (antex/responses_store.py); nothing h
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -14,6 +15,14 @@ _ID_PREFIXES = {"message": "msg", "function_call_output": "fco", "custom_tool_ca
                 "function_call": "fc", "custom_tool_call": "ctc", "reasoning": "rs"}
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+
+
+def time_ordered(stem: str | None = None) -> str:
+    """An id stem that starts with the time in milliseconds (11 hex digits), then `stem` (random
+    when None), as OpenAI's own ids start with the time: kept responses and items then land at the
+    end of their indexes instead of on a random page each, which halves the store writer's work
+    per kept response."""
+    return f"{time.time_ns() // 1_000_000:011x}{uuid.uuid4().hex if stem is None else stem}"
 
 
 def referenced_ids(input_value: object) -> list[str]:
@@ -47,7 +56,7 @@ def own_items(input_value: object) -> list[dict[str, Any]]:
         kind = item.get("type", "message")
         if not isinstance(item.get("id"), str) or not item["id"]:
             prefix = _ID_PREFIXES.get(kind, "item") if isinstance(kind, str) else "item"
-            item = {**item, "id": f"{prefix}_{uuid.uuid4().hex}"}
+            item = {**item, "id": f"{prefix}_{time_ordered()}"}
         if "type" not in item:
             item = {"type": kind, **item}
         if kind == "message" and isinstance(item.get("content"), str):

@@ -10,7 +10,6 @@ response.completed" and retries) and failed (its `error.code` picks Codex's retr
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,6 +18,7 @@ import orjson
 from antex.translate.message_stream import MessageStream
 from antex.translate.outcome import incomplete_reason, responses_usage
 from antex.translate.partial_json import StringFieldReader
+from antex.translate.response_state import time_ordered
 from antex.translate.response_items import (
     custom_input,
     custom_tool_call_item,
@@ -38,10 +38,9 @@ FAILURE_CODES = {"rate_limit_error": "rate_limit_exceeded", "invalid_request_err
 
 
 def response_base_id(message_id: object) -> str:
-    """msg_01AbC -> 01AbC, the stem of resp_01AbC and of its item ids."""
-    if isinstance(message_id, str) and message_id:
-        return message_id.removeprefix("msg_")
-    return uuid.uuid4().hex
+    """msg_01AbC -> 0196f2c3a1b01AbC, the stem of resp_0196f2c3a1b01AbC and of its item ids: the
+    time first (see time_ordered), then the upstream message's own id, so either finds the other."""
+    return time_ordered(message_id.removeprefix("msg_") if isinstance(message_id, str) and message_id else None)
 
 
 def failure_code(error_type: str, message: str) -> str:
