@@ -21,8 +21,8 @@ from antex import request_body, store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.activity import ActivityCache
 from antex.appkeys import (ACTIVITY, ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY,
-                           KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED, STOPPING,
-                           UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
+                           KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED,
+                           STOP_DEADLINE, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
@@ -156,12 +156,17 @@ async def stored_responses(app: web.Application) -> AsyncIterator[None]:
 
 
 async def stopping(app: web.Application) -> None:
-    """A graceful stop began: requests cut from now on are settled as interrupted."""
+    """A graceful stop began: requests cut from now on are settled as interrupted, and every stream
+    has until one deadline, shutdown_grace_s from now (aiohttp's runner waits for the handlers
+    with the same grace, starting right after this hook)."""
+    app[STOP_DEADLINE] = asyncio.get_running_loop().time() + app[CONFIG].server.shutdown_grace_s
     app[STOPPING].set()
 
 
 async def stream_relays(app: web.Application) -> AsyncIterator[None]:
-    """Streams whose client left still run; at a stop they get the grace period, then are cut.
+    """Streams whose client left still run; at a stop they get what is left of the grace period
+    (its deadline is set when the stop began, see stopping), then are cut: the handlers already
+    waited for it, and a second full grace here would double the time a stop takes.
 
     Each relay settles its own request, so this runs before the upstream client and the
     ledger close: every stream is charged before the final flush.
@@ -170,7 +175,9 @@ async def stream_relays(app: web.Application) -> AsyncIterator[None]:
     app[STOPPING] = asyncio.Event()
     yield
     if relays:
-        _, pending = await asyncio.wait(set(relays), timeout=app[CONFIG].server.shutdown_grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = app.get(STOP_DEADLINE, loop.time() + app[CONFIG].server.shutdown_grace_s)
+        _, pending = await asyncio.wait(set(relays), timeout=max(deadline - loop.time(), 0.0))
         for task in pending:
             task.cancel()
         if pending:

@@ -30,6 +30,7 @@ ACTIVITY = web.AppKey("activity", ActivityCache)
 INSTANCE = web.AppKey("instance", str)  # this process's instance id with PostgreSQL; "" with SQLite
 CLUSTER = web.AppKey("cluster", object)  # antex.cluster.Cluster, with PostgreSQL only
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
+STOP_DEADLINE = web.AppKey("stop_deadline", float)  # loop.time() when a graceful stop's grace ends
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)  # request body bytes held in memory
 

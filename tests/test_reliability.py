@@ -216,6 +216,28 @@ async def test_sigterm_cuts_streams_past_the_grace_period_and_settles_them(serve
     assert server.left_open() == []
 
 
+async def test_sigterm_gives_streams_one_grace_period_not_two(served, fake: FakeAnthropic) -> None:
+    """Before: the handlers waited shutdown_grace_s, then the stream relays waited it again, so a
+    stream outliving the grace held the stop for twice the grace (~6 s here)."""
+    grace_s = 3
+    server = served(f"shutdown_grace_s = {grace_s}")
+    await server.start()
+    key = await insert_key(str(server.database), "alice", "pro")
+    await asyncio.sleep(0.4)
+    fake.queue(text_reply(TEXT, events=10, delay_s=2.0, input_tokens=55, output_tokens=20))  # 20 s: past the grace
+    running = asyncio.create_task(stream(server.url, key))
+    await fake.wait_for_requests(1)
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.proc.wait, 15) == 0
+    took = time.monotonic() - started
+    assert grace_s - 0.2 < took < grace_s + 1.5, took  # the grace honoured, once, plus the final flush
+    body, _ = await running
+    assert b"event: message_stop" not in body
+    assert server.rows("SELECT outcome, input_tokens FROM events") == [("interrupted", 55)]
+
+
 async def test_two_requests_racing_on_the_last_percent_are_both_charged(make_gateway) -> None:
     """Admission is decided before the cost is known: both racers get in, both are charged in
     full, and the window then refuses until enough ages out."""
