@@ -22,7 +22,7 @@ from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_
 from antex.activity import ActivityCache
 from antex.appkeys import (ACTIVITY, ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY,
                            KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED,
-                           STOP_DEADLINE, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
+                           HANDLERS, STOP_TIMER, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
@@ -156,32 +156,43 @@ async def stored_responses(app: web.Application) -> AsyncIterator[None]:
 
 
 async def stopping(app: web.Application) -> None:
-    """A graceful stop began: requests cut from now on are settled as interrupted, and every stream
-    has until one deadline, shutdown_grace_s from now (aiohttp's runner waits for the handlers
-    with the same grace, starting right after this hook)."""
-    app[STOP_DEADLINE] = asyncio.get_running_loop().time() + app[CONFIG].server.shutdown_grace_s
+    """A graceful stop began: requests cut from now on are settled as interrupted, and whatever
+    still runs shutdown_grace_s from now is cut then (see cut)."""
     app[STOPPING].set()
+    loop = asyncio.get_running_loop()
+    app[STOP_TIMER] = loop.call_at(loop.time() + app[CONFIG].server.shutdown_grace_s, cut, app)
+
+
+def cut(app: web.Application) -> None:
+    """The grace is over: cancel every stream relay and every handler still running. aiohttp's
+    runner waits the grace for its handlers, then asks them to stop and waits the grace once more;
+    a stream does not notice that ask, so without this a stop took twice the grace."""
+    for task in (*app[RELAYS], *app[HANDLERS]):
+        task.cancel()
 
 
 async def stream_relays(app: web.Application) -> AsyncIterator[None]:
-    """Streams whose client left still run; at a stop they get what is left of the grace period
-    (its deadline is set when the stop began, see stopping), then are cut: the handlers already
-    waited for it, and a second full grace here would double the time a stop takes.
+    """Streams whose client left still run; at a stop they get the rest of the grace period, then
+    are cut (see stopping).
 
     Each relay settles its own request, so this runs before the upstream client and the
     ledger close: every stream is charged before the final flush.
     """
     relays = app[RELAYS] = set()
+    app[HANDLERS] = set()
     app[STOPPING] = asyncio.Event()
     yield
+    timer = app.get(STOP_TIMER)
     if relays:
         loop = asyncio.get_running_loop()
-        deadline = app.get(STOP_DEADLINE, loop.time() + app[CONFIG].server.shutdown_grace_s)
+        deadline = timer.when() if timer is not None else loop.time() + app[CONFIG].server.shutdown_grace_s
         _, pending = await asyncio.wait(set(relays), timeout=max(deadline - loop.time(), 0.0))
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+    if timer is not None:
+        timer.cancel()
 
 
 async def key_watcher(app: web.Application) -> AsyncIterator[None]:
@@ -282,6 +293,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Render every refusal in the route's error shape; never a traceback to the client."""
     request[STARTED] = time.perf_counter()
     request[UPSTREAM_S] = 0.0
+    handlers, task = request.app[HANDLERS], asyncio.current_task()
+    handlers.add(task)  # cut if it still runs when a stop's grace ends
     try:
         return await handler(request)
     except AntexError as error:
@@ -302,6 +315,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(request, AntexError("api_error", "Antex hit an internal error. It has been logged; try again."))
     finally:
+        handlers.discard(task)
         held = request.get(BODY_HELD)  # a body refused or cut before it was sent upstream
         if held is not None:
             held.release()

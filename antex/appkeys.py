@@ -30,7 +30,8 @@ ACTIVITY = web.AppKey("activity", ActivityCache)
 INSTANCE = web.AppKey("instance", str)  # this process's instance id with PostgreSQL; "" with SQLite
 CLUSTER = web.AppKey("cluster", object)  # antex.cluster.Cluster, with PostgreSQL only
 STOPPING = web.AppKey("stopping", asyncio.Event)  # set when a graceful stop begins
-STOP_DEADLINE = web.AppKey("stop_deadline", float)  # loop.time() when a graceful stop's grace ends
+STOP_TIMER = web.AppKey("stop_timer", asyncio.TimerHandle)  # cuts what still runs when a stop's grace ends
+HANDLERS = web.AppKey("handlers", set)  # request handlers running, cut with the relays at that point
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)  # request body bytes held in memory
 
