@@ -160,7 +160,7 @@ async def stopping(app: web.Application) -> None:
     still runs shutdown_grace_s from now is cut then (see cut)."""
     app[STOPPING].set()
     loop = asyncio.get_running_loop()
-    app[STOP_TIMER] = loop.call_at(loop.time() + app[CONFIG].server.shutdown_grace_s, cut, app)
+    app[STOP_TIMER].append(loop.call_at(loop.time() + app[CONFIG].server.shutdown_grace_s, cut, app))
 
 
 def cut(app: web.Application) -> None:
@@ -181,8 +181,9 @@ async def stream_relays(app: web.Application) -> AsyncIterator[None]:
     relays = app[RELAYS] = set()
     app[HANDLERS] = set()
     app[STOPPING] = asyncio.Event()
+    app[STOP_TIMER] = []
     yield
-    timer = app.get(STOP_TIMER)
+    timer = app[STOP_TIMER][0] if app[STOP_TIMER] else None
     if relays:
         loop = asyncio.get_running_loop()
         deadline = timer.when() if timer is not None else loop.time() + app[CONFIG].server.shutdown_grace_s
@@ -333,6 +334,9 @@ async def answer_unread(request: web.Request, response: web.Response) -> web.Str
         return response
     await response.prepare(request)
     await response.write_eof()
+    held = request.get(BODY_HELD)  # what was read of it is gone: a slow discard must not keep its budget
+    if held is not None:
+        held.release()
     await request_body.discard(request, request.app[BODY_BUDGET], request.app[CONFIG].server)
     return response
 

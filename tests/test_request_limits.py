@@ -108,6 +108,26 @@ async def test_bodies_past_the_per_key_budget_are_a_429_and_past_the_gateway_bud
     assert status_ok.status == 200, status_ok.body[:300]
 
 
+async def test_a_refused_body_gives_its_budget_back_before_its_rest_is_discarded(make_gateway: GatewayFactory) -> None:
+    """Before: a body cut mid-read (here a 408) kept its bytes counted while its rest was discarded,
+    up to body_timeout_s: a few stalled uploads starved every other request of the budget (503)."""
+    gateway = await make_gateway(server={"max_buffered_body_bytes": 3 * 65536 + 4096, "body_idle_timeout_s": 1,
+                                         "body_timeout_s": 30})
+    alice, bob = await gateway.create_key("alice"), await gateway.create_key("bob")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request_bytes("POST", MESSAGES, {"x-api-key": alice, "Content-Length": "200000"}, content_length=False)
+                 + b" " * (2 * 65536))  # then it stalls: a 408 once idle, and its rest is discarded
+    await writer.drain()
+    async with asyncio.timeout(5):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 408")
+    # the discard now waits up to body_idle_timeout_s for the rest that never comes
+    body = orjson.dumps({**VALID[MESSAGES], "pad": "x" * 70000})
+    answer = await exchange(gateway.url, request_bytes("POST", MESSAGES, {"x-api-key": bob}, body))
+    assert answer.status == 200, answer.body[:300]
+    writer.close()
+
+
 # duplicate fields
 
 
