@@ -325,12 +325,16 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 async def answer_unread(request: web.Request, response: web.Response) -> web.StreamResponse:
     """A refusal sent before its body was read: answered at once, then the body's rest discarded at
     the gateway's pace (request_body.discard), so the client, still uploading, gets to read it. A
-    body declared past max_body_bytes is not waited for: its connection closes once answered."""
+    body declared past max_body_bytes, or one whose client waits for a 100 it never got, is not
+    waited for: its connection closes once answered."""
     content = request.content
     if content.is_eof():  # the usual case: the whole body was read, or there was none
         return response
     if (request.content_length or 0) > request.app[CONFIG].server.max_body_bytes:
         response.force_close()
+        return response
+    if request_body.expects_continue(request) and request.get(BODY_HELD) is None:
+        response.force_close()  # refused before its 100: the client sends no body, so none is waited for
         return response
     await response.prepare(request)
     await response.write_eof()

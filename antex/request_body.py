@@ -13,7 +13,7 @@ import re
 import zlib
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from antex.config import ServerConfig
 from antex.errors import AntexError
@@ -94,12 +94,26 @@ class Held:
             self.size = 0
 
 
+def expects_continue(request: web.Request) -> bool:
+    """The client waits for a 100 before it sends its body (curl does for large ones)."""
+    return request.version == HttpVersion11 and request.headers.get("expect", "").lower() == "100-continue"
+
+
+async def send_continue(request: web.Request) -> None:
+    """The request is admitted and its body about to be read: the 100 a waiting client sends it on."""
+    if expects_continue(request) and not request.content.is_eof():
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not part of the response's size
+
+
 async def read(request: web.Request, held: Held, server: ServerConfig) -> bytes:
     """The whole body, decoded, or a clear error: 413 past max_body_bytes (declared, sent or
-    decompressed), 408 past the deadlines, 429/503 past the budgets."""
+    decompressed), 408 past the deadlines, 429/503 past the budgets. Called only once the request
+    is admitted: that is when a client expecting a 100 gets it."""
     limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
+    await send_continue(request)
     content = request.content
     if content.is_eof():  # the whole body has arrived (the usual case): no copy, no await, no timer
         raw = content.read_nowait()

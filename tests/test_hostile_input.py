@@ -436,21 +436,15 @@ async def test_an_unknown_expectation_changes_no_answer_on_any_route(gateway: Ga
     assert ("POST", "/v1/messages") in asked and ("GET", "/v1/nothing") in asked
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("POST", MESSAGES, 200),
-    ("POST", "/v1/messages/batches", 404),
-    ("GET", MESSAGES, 405),
-    ("POST", "/healthz", 405),
-])
-async def test_100_continue_curl_style(gateway: Gateway, method: str, path: str, status: int) -> None:
+async def test_100_continue_curl_style(gateway: Gateway) -> None:
     """Headers first, the body only once the 100 arrived, as curl does with a large upload."""
     key = await gateway.create_key("alice")
     body = orjson.dumps(VALID[MESSAGES])
     host, port = gateway.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        head = request_bytes(method, path, {"x-api-key": key, "Expect": "100-continue",
-                                            "content-type": "application/json"}, body)[:-len(body)]
+        head = request_bytes("POST", MESSAGES, {"x-api-key": key, "Expect": "100-continue",
+                                                "content-type": "application/json"}, body)[:-len(body)]
         writer.write(head)
         async with asyncio.timeout(5):
             assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -459,8 +453,49 @@ async def test_100_continue_curl_style(gateway: Gateway, method: str, path: str,
             headers = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
     finally:
         writer.close()
-    assert status_line.split()[1] == str(status), status_line
+    assert status_line.split()[1] == "200", status_line
     assert "content-type: application/json" in headers
+
+
+@pytest.mark.parametrize("method, path, who, status", [
+    ("POST", MESSAGES, "nobody", 401),
+    ("POST", MESSAGES, "busy", 429),
+    ("POST", CHAT, "busy", 429),
+    ("POST", "/v1/messages/count_tokens", "nobody", 401),
+    ("POST", "/v1/messages/batches", "alice", 404),
+    ("GET", MESSAGES, "alice", 405),
+    ("POST", "/healthz", "alice", 405),
+])
+async def test_a_refused_request_gets_no_100_and_uploads_nothing(gateway: Gateway, method: str, path: str, who: str,
+                                                                  status: int) -> None:
+    """Before: the 100 went out before authentication and admission, so a refused client uploaded
+    its whole body for nothing. Now its final answer comes first, and the connection closes (the
+    client sends no body, so none is waited for)."""
+    keys = {"alice": await gateway.create_key("alice"), "nobody": "sk_live_" + "A" * 43}
+    holder = None
+    if who == "busy":  # at its concurrency cap: one request admitted, waiting for its body
+        keys[who] = await gateway.create_key("busy", max_concurrent=1)
+        holder = await asyncio.open_connection(*gateway.url.removeprefix("http://").split(":"))
+        holder[1].write(request_bytes("POST", path, {"x-api-key": keys[who], "Content-Length": "1000"},
+                                      content_length=False))
+        await holder[1].drain()
+        await asyncio.sleep(0.2)  # admitted, its slot taken
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request_bytes(method, path, {"x-api-key": keys[who], "Expect": "100-continue",
+                                                  "content-type": "application/json", "Content-Length": "5000000"},
+                                   content_length=False))
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # all of it, up to the close
+    finally:
+        writer.close()
+        if holder is not None:
+            holder[1].close()
+            await holder[1].wait_closed()
+        await writer.wait_closed()
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
+    assert b"100 Continue" not in answer
 
 
 @pytest.mark.parametrize("method, path, status", [
