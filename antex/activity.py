@@ -62,4 +62,5 @@ class ActivityCache:
 
     async def _read(self, key_id: int) -> PerWindow:
         now = self.clock()
-        return {title: await self.reader.activity(key_id, now - window_s) for title, _, window_s in WINDOWS}
+        with self.ledger.reads.guard():
+            return {title: await self.reader.activity(key_id, now - window_s) for title, _, window_s in WINDOWS}

@@ -30,6 +30,7 @@ from antex.failure import Failure
 from antex.journal import DatabaseInUse, Journal
 from antex.ledger import Ledger
 from antex.responses_store import ResponseStore
+from antex.store_reads import Reads, StoreUnavailable
 from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
 from antex.upstream import client as http_client, proxy
 from antex.upstream.pool import Pool, Upstream
@@ -125,8 +126,9 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(reader.close)
         writer = await store.open_writer(server.database, instance)
         stack.push_async_callback(writer.close)
-        ledger = app[LEDGER] = Ledger(reader, writer, journal, app[CLOCK], instance=instance,
-                                      store_name="PostgreSQL" if shared else "SQLite")
+        store_name = "PostgreSQL" if shared else "SQLite"
+        ledger = app[LEDGER] = Ledger(reader, writer, journal, app[CLOCK], instance=instance, store_name=store_name,
+                                      reads=Reads(store.errors(server.database), store_name))
         app[ADMISSION] = Admission(app[CONFIG], ledger)
         app[ACTIVITY] = ActivityCache(app[READER], ledger, app[CLOCK])
         models = app[CONFIG].models
@@ -310,9 +312,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         else:
             raise
         return await answer_unread(request, error_response(request, error))
+    except StoreUnavailable as error:  # logged once per change of state where it was found
+        return await answer_unread(request, error_response(request, error.answer()))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as error:
+        reads = request.app[LEDGER].reads if LEDGER in request.app else None
+        if reads is not None and isinstance(error, reads.errors):  # a read no guard was around
+            return await answer_unread(request, error_response(request, reads.failed(error).answer()))
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(request, AntexError("api_error", "Antex hit an internal error. It has been logged; try again."))
     finally:

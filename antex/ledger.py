@@ -29,7 +29,9 @@ from antex.catalog import Rates
 from antex.credits import Usage, micro_credits
 from antex.failure import Failure
 from antex.journal import Journal, OpenRequest, read_open
+from antex.ride_along import Overflow, RideAlong, refused
 from antex.store import Store, Writer, prune
+from antex.store_reads import Reads
 from antex.windows import SEVEN_DAYS_S, RollingWindow, both_windows, extend_both
 
 log = logging.getLogger("antex.ledger")
@@ -92,7 +94,8 @@ class Charge(NamedTuple):
 
 @dataclass
 class Batch:
-    """Writes waiting for the writer, applied in this order in one transaction."""
+    """Writes waiting for the writer, applied in this order in one transaction; then, in a
+    transaction of their own, the ride-alongs (antex/ride_along.py)."""
 
     events: list[tuple] = field(default_factory=list)  # settled requests...
     event_ids: list[str | None] = field(default_factory=list)  # ...each one's journal id (a stop journals the rows)
@@ -100,13 +103,18 @@ class Batch:
     ips: list[tuple[int, str, float]] = field(default_factory=list)
     statements: list[tuple[str, tuple]] = field(default_factory=list)  # other writes (named in antex.store)
     legacy: list[tuple[str]] = field(default_factory=list)  # ids of rows an older version left in `inflight`
+    ride_alongs: list[RideAlong] = field(default_factory=list)
 
     def __bool__(self) -> bool:
+        return bool(self.billing() or self.ride_alongs)
+
+    def billing(self) -> bool:
+        """Whether it holds anything for the first transaction."""
         return bool(self.events or self.settled or self.ips or self.statements or self.legacy)
 
     def put_back(self, newer: "Batch") -> "Batch":
         """This (failed) batch, with what arrived since appended: nothing is dropped."""
-        for name in ("events", "event_ids", "settled", "ips", "statements", "legacy"):
+        for name in ("events", "event_ids", "settled", "ips", "statements", "legacy", "ride_alongs"):
             getattr(self, name).extend(getattr(newer, name))
         return self
 
@@ -115,8 +123,9 @@ class Ledger:
     """Key states (lazily loaded, then exact) and the one writer of SQLite."""
 
     def __init__(self, reader: Store, writer: Writer, journal: Journal, clock: Callable[[], float], *,
-                 instance: str = "", store_name: str = "SQLite") -> None:
+                 instance: str = "", store_name: str = "SQLite", reads: Reads | None = None) -> None:
         self.reader = reader
+        self.reads = reads or Reads()  # a key's first load is on a request's path
         self.writer = writer
         self.journal_file = journal
         self.clock = clock
@@ -146,6 +155,7 @@ class Ledger:
         self._task: asyncio.Task | None = None
         self._pending_since: float | None = None  # monotonic time of the oldest uncommitted charge
         self.store_failure = Failure(f"writing to {store_name}", log)
+        self.overflow = Overflow()
         self.journal_failure = Failure(f"writing the journal {journal.path}", log)
 
     # reading
@@ -167,10 +177,11 @@ class Ledger:
         newest = 0.0
         # In chunks, the loop running between them: a history of a million charges takes about a
         # second to read, and would otherwise hold every stream back for as long.
-        async for chunk in self.reader.charge_chunks(key_id, now - SEVEN_DAYS_S):
-            extend_both(windows, chunk, now)
-            newest = chunk[-1][0]
-        ips = dict(await self.reader.ips_since(key_id, now - IP_WINDOW_S))
+        with self.reads.guard():
+            async for chunk in self.reader.charge_chunks(key_id, now - SEVEN_DAYS_S):
+                extend_both(windows, chunk, now)
+                newest = chunk[-1][0]
+            ips = dict(await self.reader.ips_since(key_id, now - IP_WINDOW_S))
         state = self.states.setdefault(key_id, KeyState(five_hour=windows[0], seven_day=windows[1], ips=ips,
                                                         last_ts=newest, key_id=key_id))
         if self.on_loaded is not None:
@@ -294,10 +305,12 @@ class Ledger:
         self._batch.statements.append((sql, params))
         self._kick()
 
-    def execute_soon(self, statements: list[tuple[str, tuple]]) -> None:
-        """Queue writes that may ride along with the next commit (within COMMIT_EVERY_S), as
-        settled charges do: e.g. a stored response; whoever must read them back calls flush()."""
-        self._batch.statements += statements
+    def execute_soon(self, statements: list[tuple[str, tuple]], what: str = "a stored-response write") -> None:
+        """Queue writes that ride along with the next commit (within COMMIT_EVERY_S), in a
+        transaction after the credit events': e.g. a stored response, all or nothing. Whoever must
+        read them back calls flush(). See antex/ride_along.py for what happens when they fail."""
+        self._batch.ride_alongs.append(RideAlong(what, statements))
+        self.overflow.trim(self._batch.ride_alongs)
         self._kick_soon()
 
     def _kick(self) -> None:
@@ -357,13 +370,15 @@ class Ledger:
             self._batch = Batch()
             self._taken += 1
             number = self._taken
+            charges = len(batch.events)
             try:
                 await self._commit(batch)
             except asyncio.CancelledError:
                 self._batch = batch.put_back(self._batch)
                 raise
             except Exception as error:  # sqlite3.Error or OSError: a full disk, a lock, a removed file
-                self._batch = batch.put_back(self._batch)
+                self._batch = batch.put_back(self._batch)  # (what was committed is no longer in it)
+                self.overflow.trim(self._batch.ride_alongs)
                 delay = min(WRITE_RETRY_MAX_S, WRITE_RETRY_S * 2 ** self.store_failure.attempts)
                 self.store_failure.failed(error, f"{self.unwritten} charges kept in memory and in the journal; "
                                                  f"retrying with backoff up to {WRITE_RETRY_MAX_S:.0f} s")
@@ -374,7 +389,7 @@ class Ledger:
                 continue
             self._committed = number
             self._release_waiters()
-            self.store_failure.recovered(f"wrote {len(batch.events)} charges")
+            self.store_failure.recovered(f"wrote {charges} charges")
             self._pending_since = time.monotonic() if self._batch.events else None
             if not self._batch:
                 self._idle.set()
@@ -390,18 +405,28 @@ class Ledger:
         self._waiters = waiting
 
     async def _commit(self, batch: Batch) -> None:
-        self._writing = batch
-        try:
-            await self.writer.write(batch.events, batch.event_ids, batch.settled, batch.ips, batch.statements,
-                                    batch.legacy)
-        finally:
-            self._writing = Batch()
-        try:
-            self.journal_file.settled(batch.settled)
-        except OSError as error:
-            # journal_settled holds these ids until the next commit, which carries them again.
-            self.journal_failure.failed(error, "refusing new requests (503) until it can be written")
-            self._batch.settled[:0] = batch.settled
+        """The credit events' transaction, then the ride-alongs'. What is committed leaves `batch`:
+        when the second fails, only the ride-alongs are left to put back and retry."""
+        if batch.billing():
+            self._writing = batch
+            try:
+                await self.writer.write(batch.events, batch.event_ids, batch.settled, batch.ips, batch.statements,
+                                        batch.legacy)
+            finally:
+                self._writing = Batch()
+            settled = batch.settled
+            batch.events, batch.event_ids, batch.settled, batch.ips, batch.statements, batch.legacy = [], [], [], [], [], []
+            try:
+                self.journal_file.settled(settled)
+            except OSError as error:
+                # journal_settled holds these ids until the next commit, which carries them again.
+                self.journal_failure.failed(error, "refusing new requests (503) until it can be written")
+                self._batch.settled[:0] = settled
+        if batch.ride_alongs:
+            for index, error in await self.writer.ride_along([ride.statements for ride in batch.ride_alongs]):
+                refused(batch.ride_alongs[index], error)
+            batch.ride_alongs = []
+            self.overflow.written()
 
     def store_is_back(self) -> None:
         """The store answers again (e.g. the cross-instance feed reconnected): retry a failed

@@ -5,10 +5,18 @@ antex/store/postgres_responses.py has the same names in PostgreSQL's, and a Resp
 the set that fits its store (`dialect`).
 
 Reads go through the reader connection. Writes never touch SQLite on the request's path: they
-are handed to the ledger's single writer (antex/ledger.py), which commits them with the next batch
-of credit events, after the response has gone out. A read that misses waits for that writer once
-before it answers 404, so a client that continues a conversation the moment its last response
-ended still finds it.
+are handed to the ledger's single writer (antex/ledger.py), which commits them right after the next
+batch of credit events, in a transaction of their own (antex/ride_along.py), after the response
+has gone out. A read that misses waits for that writer once before it answers 404, so a client that
+continues a conversation the moment its last response ended still finds it; while the store fails,
+it answers 503 instead (antex/store_reads.py), as does a deletion the writer cannot confirm in time.
+
+NULs: a response and its items are kept as JSON text, where a NUL is the escape \u0000, never the
+byte PostgreSQL's text refuses; so both stores hold them alike and give them back intact, with no
+bytea or jsonb (jsonb refuses \u0000 too). The one raw text taken from the client, an item's id, is
+stored as a search key with NUL made U+FFFD (`search_key`); the item's JSON holds its true id, and
+a lookup keeps only items whose true id was asked for. Antex's response ids never hold a NUL: one
+asked for with a NUL is unknown, without a query.
 
 Every query is scoped to the key: another key's ids are as unknown as ids that never existed.
 A response lives `retention` after it was made or last continued (a response continued by
@@ -17,7 +25,6 @@ previous_response_id keeps its whole conversation alive); past a key's bounds it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from types import ModuleType
 from typing import Any, Callable
@@ -27,6 +34,7 @@ import orjson
 from antex.config import ResponsesConfig
 from antex.ledger import Ledger
 from antex.store import Store
+from antex.store_reads import StoreUnavailable
 
 FLUSH_WAIT_S = 5.0  # the longest a missed read waits for pending writes
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (a guard, never reached in practice)
@@ -91,7 +99,8 @@ class ResponseStore:
         return self.clock() - self.settings.retention_s
 
     async def _rows(self, sql: str, params: tuple) -> list[tuple]:
-        return await self.reader.rows(sql, params)
+        with self.ledger.reads.guard():
+            return await self.reader.rows(sql, params)
 
     async def _fresh_rows(self, sql: str, params: Callable[[], tuple]) -> list[tuple]:
         """The rows, or, when there are none, the rows once the writes handed in so far are committed."""
@@ -101,16 +110,22 @@ class ResponseStore:
             rows = await self._rows(sql, params())
         return rows
 
-    async def _writes_committed(self) -> None:
-        """Wait (a bounded while) until the ledger's writer has committed what it was handed."""
-        with contextlib.suppress(TimeoutError):
+    async def _writes_committed(self, doing: str = "read its database") -> None:
+        """Wait (a bounded while) until the ledger's writer has committed what it was handed.
+        Past that, StoreUnavailable while the store fails: what is asked for may be waiting."""
+        try:
             async with asyncio.timeout(FLUSH_WAIT_S):
                 await self.ledger.flush()
+        except TimeoutError:
+            if self.ledger.store_failure.error is not None:
+                raise StoreUnavailable(doing) from None
 
     # reading
 
     async def response(self, key_id: int, response_id: str) -> dict[str, Any] | None:
         """The response object as it was answered, or None (unknown, another key's, expired)."""
+        if "\0" in response_id:
+            return None
         rows = await self._fresh_rows(self.sql.GET_BODY, lambda: (response_id, key_id, self._horizon()))
         return orjson.loads(rows[0][0]) if rows else None
 
@@ -121,20 +136,27 @@ class ResponseStore:
 
     async def items(self, key_id: int, item_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Stored items by id, input or output of any of the key's live responses (the newest wins)."""
-        wanted = orjson.dumps(sorted(set(item_ids))).decode()
+        wanted = set(item_ids)
         found = await self._items(key_id, wanted)
-        if len(found) < len(set(item_ids)):  # some may be in a batch still being written
+        if len(found) < len(wanted):  # some may be in a batch still being written
             await self._writes_committed()
             found = await self._items(key_id, wanted)
         return found
 
-    async def _items(self, key_id: int, wanted: str) -> dict[str, dict[str, Any]]:
-        rows = await self._rows(self.sql.FIND_ITEMS, (key_id, wanted, self._horizon()))
-        return {item_id: orjson.loads(item) for item_id, item in rows}
+    async def _items(self, key_id: int, wanted: set[str]) -> dict[str, dict[str, Any]]:
+        keys = orjson.dumps(sorted({search_key(item_id) for item_id in wanted})).decode()
+        found = {}
+        for _, encoded in await self._rows(self.sql.FIND_ITEMS, (key_id, keys, self._horizon())):
+            item = orjson.loads(encoded)
+            if str(item.get("id") or "") in wanted:  # (another id with the same search key is not)
+                found[str(item["id"])] = item
+        return found
 
     async def conversation(self, key_id: int, response_id: str) -> Conversation | None:
         """The conversation a new response continues (previous_response_id): each stored response's
         input then output, oldest first. None when the response, or one it continues, is gone."""
+        if "\0" in response_id:
+            return None
         horizon = self._horizon
         rows = await self._fresh_rows(self.sql.CONVERSATION, lambda: (response_id, key_id, horizon(), key_id, horizon()))
         if not rows or rows[0][1] is not None:  # the oldest link still names one: it is gone
@@ -158,7 +180,7 @@ class ResponseStore:
         response_id = response["id"]
         body = orjson.dumps(response)
         encoded = [(0, item) for item in input_items] + [(1, item) for item in response.get("output") or []]
-        rows = [(response_id, position, is_output, key_id, str(item.get("id") or ""), orjson.dumps(item).decode())
+        rows = [(response_id, position, is_output, key_id, search_key(str(item.get("id") or "")), orjson.dumps(item).decode())
                 for position, (is_output, item) in enumerate(encoded)]
         size = len(body) + sum(len(row[5]) for row in rows)
         statements = [(self.sql.INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
@@ -168,17 +190,29 @@ class ResponseStore:
             statements.append((self.sql.TOUCH_CHAIN, (now, key_id, orjson.dumps(continues).decode())))
         bounds = (key_id, response_id, self.settings.max_per_key, self.settings.max_bytes_per_key)
         statements += [(self.sql.EVICT_OLDEST, bounds)] * EVICT_PER_KEEP
-        self.ledger.execute_soon(statements)
+        self.ledger.execute_soon(statements, "a stored response")
 
     async def delete(self, key_id: int, response_id: str) -> bool:
-        """Delete a live response of the key's; False when there was none. Committed on return."""
+        """Delete a live response of the key's; False when there was none. Committed on return;
+        StoreUnavailable when the writer cannot confirm it within FLUSH_WAIT_S (it stays queued)."""
         if await self.response(key_id, response_id) is None:
             return False
-        self.ledger.execute(self.sql.DELETE_RESPONSE, (key_id, response_id))
-        await self.ledger.flush()
+        self.ledger.execute_soon([(self.sql.DELETE_RESPONSE, (key_id, response_id))], "a stored-response deletion")
+        try:
+            async with asyncio.timeout(FLUSH_WAIT_S):
+                await self.ledger.flush()
+        except TimeoutError:
+            raise StoreUnavailable("confirm the deletion (it is queued)") from None
         return True
 
     def prune(self) -> None:
         """Drop every expired response (its items go with it), and whatever keeps a key over its bounds."""
         self.ledger.execute_soon([(self.sql.PRUNE, (self._horizon(),)),
-                                  (self.sql.EVICT_ALL, (self.settings.max_per_key, self.settings.max_bytes_per_key))])
+                                  (self.sql.EVICT_ALL, (self.settings.max_per_key, self.settings.max_bytes_per_key))],
+                                 "a prune of stored responses")
+
+
+def search_key(item_id: str) -> str:
+    """An item id as its column holds it: any NUL made U+FFFD, which PostgreSQL's text (and jsonb)
+    can hold; lookups compare the item's own id after."""
+    return item_id.replace("\0", "\ufffd")

@@ -43,6 +43,11 @@ ROLL_UP_DAY = (f"INSERT INTO daily_usage (key_id, day, model, requests, {', '.jo
                + ", ".join(f"{c} = daily_usage.{c} + excluded.{c}" for c in TOTALS))
 
 
+# A statement's own fault, not the store's (retrying would fail the same way for ever): a value
+# it cannot hold (a NUL in text), a broken constraint, a program limit (an index row too big).
+OWN_FAULTS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
+
+
 def is_url(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
@@ -281,6 +286,19 @@ class PostgresWriter:
                 await conn.execute(sql, *params)
             for payload in feed.settled_messages(self.instance, inserted, ips):
                 await conn.execute("SELECT pg_notify($1, $2)", feed.CHANNEL, payload)
+
+    async def ride_along(self, groups: list[list[tuple[str, tuple]]]) -> list[tuple[int, BaseException]]:
+        """See antex.store.interface.Writer.ride_along: a nested transaction is a savepoint."""
+        refused = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for index, group in enumerate(groups):
+                try:
+                    async with conn.transaction():
+                        for sql, params in group:
+                            await conn.execute(sql, *params)
+                except OWN_FAULTS as error:
+                    refused.append((index, error))
+        return refused
 
     async def roll_up_day(self, day: float) -> int:
         """Fold a day's events into daily_usage and delete them. Every instance prunes: one at a

@@ -292,7 +292,19 @@ class SqliteWriter:
         await asyncio.get_running_loop().run_in_executor(
             self._thread, self._write, events, settled, ips, statements, legacy)
 
+    async def ride_along(self, groups: list[list[tuple[str, tuple]]]) -> list[tuple[int, BaseException]]:
+        """See antex.store.interface.Writer.ride_along."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._ride_along, groups)
+
     def _write(self, *writes: list) -> None:
+        self._check_file()
+        _write(self._conn, *writes)
+
+    def _ride_along(self, groups: list[list[tuple[str, tuple]]]) -> list[tuple[int, BaseException]]:
+        self._check_file()
+        return _ride_along(self._conn, groups)
+
+    def _check_file(self) -> None:
         # SQLite goes on writing to a database file that was deleted (or replaced) under it, into
         # nothing anyone will read again: that is a failed write too.
         try:
@@ -301,7 +313,6 @@ class SqliteWriter:
             moved = True
         if moved:
             raise FileNotFoundError(f"the database file {self._path} was removed or replaced")
-        _write(self._conn, *writes)
 
     async def roll_up_day(self, day: float) -> int:
         """Fold the events of the UTC day starting at `day` into `daily_usage` and delete them,
@@ -347,6 +358,27 @@ def _write(conn: sqlite3.Connection, events: list[tuple], settled: list[str], ip
             conn.executemany(UPSERT_IP, ips)
         for sql, params in statements:
             conn.execute(sql, params)
+
+
+# A statement's own fault, not the store's: retrying it would fail the same way for ever. (An
+# OperationalError is the store's: locked, full, read-only, an I/O error.)
+OWN_FAULTS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+def _ride_along(conn: sqlite3.Connection, groups: list[list[tuple[str, tuple]]]) -> list[tuple[int, BaseException]]:
+    """Writer.ride_along on the writer's thread."""
+    refused = []
+    with _transaction(conn):
+        for index, group in enumerate(groups):
+            conn.execute("SAVEPOINT ride_along")
+            try:
+                for sql, params in group:
+                    conn.execute(sql, params)
+            except OWN_FAULTS as error:
+                conn.execute("ROLLBACK TO ride_along")
+                refused.append((index, error))
+            conn.execute("RELEASE ride_along")
+    return refused
 
 
 def _roll_up_day(conn: sqlite3.Connection, day: float) -> int:
