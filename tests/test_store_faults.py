@@ -239,3 +239,53 @@ async def test_a_removed_database_directory_refuses_with_503_and_stops_in_bounde
     code, took_s = server.sigterm()
     assert took_s < STOP_BOUND_S, server.printed
     assert "Traceback" not in server.printed
+
+
+def overwrite(database: Path, data: dict[Path, bytes] | None = None) -> dict[Path, bytes]:
+    """Write garbage over the database's files in place (the same files, so every open connection
+    reads it: "file is not a database"), or write `data` back; returns what they held."""
+    held = {}
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        held[path] = path.read_bytes()
+        with path.open("r+b") as handle:
+            handle.write(data[path] if data else b"\xa5" * len(held[path]))
+    return held
+
+
+async def test_an_unreadable_database_answers_503_in_each_routes_shape_and_logs_once(server: Server) -> None:
+    alice = await insert_key(str(server.database), "alice", "pro", {"max_concurrent": 0})
+    bob = await insert_key(str(server.database), "bob", "pro", {"max_concurrent": 0})
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.url + "/v1/responses", json={"model": "claude-sonnet-4-6", "input": "hi"},
+                             headers={"authorization": f"Bearer {alice}"}) as resp:
+            assert resp.status == 200
+            response_id = (await resp.json())["id"]
+        assert (await post(http, server.url, alice))[0] == 200
+        await written(server, 2)
+        saved = overwrite(server.database)
+        calls = [("POST", "/v1/messages", bob, sample_body(), "anthropic"),
+                 ("POST", "/v1/chat/completions", bob, {"model": "claude-sonnet-4-6",
+                                                        "messages": [{"role": "user", "content": "hi"}]}, "openai"),
+                 ("GET", "/v1/usage", bob, None, "anthropic"),
+                 ("GET", "/v1/usage/activity", alice, None, "anthropic"),
+                 ("GET", f"/v1/responses/{response_id}", alice, None, "openai"),
+                 ("DELETE", f"/v1/responses/{response_id}", alice, None, "openai")] * 3
+        for method, path, key, body, shape in calls:
+            async with http.request(method, server.url + path, json=body, headers={"x-api-key": key}) as resp:
+                answer = await resp.json()
+                assert resp.status == 503 and resp.headers["retry-after"].isdigit(), (path, answer)
+            assert answer["error"]["type"] == "api_error" and "try again" in answer["error"]["message"], answer
+            assert (answer.get("type") == "error") == (shape == "anthropic"), (path, answer)
+        overwrite(server.database, saved)
+        assert (await post(http, server.url, bob))[0] == 200  # readable again
+    assert server.sigterm()[0] == 0
+    assert "Traceback" not in server.printed
+    failed = [line for line in server.output if "reading SQLite failed" in line]
+    assert len(failed) == 1 and "file is not a database" in failed[0], server.printed
+    assert len([line for line in server.output if "reading SQLite works again" in line]) == 1, server.printed
+    assert key_free(server.printed, alice, bob)
+
+
+def key_free(printed: str, *keys: str) -> bool:
+    return not any(key in printed for key in keys)
