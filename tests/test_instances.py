@@ -266,3 +266,37 @@ async def test_a_stop_while_postgresql_is_down_keeps_the_charges_for_the_next_st
 
 async def _count_is(url: str, count: int) -> bool:
     return len(await events(url)) == count
+
+
+async def test_a_read_while_postgresql_is_down_answers_503_and_logs_once(
+        cluster, fake: FakeAnthropic, postgres_url: str, postgres_server: PostgresServer) -> None:
+    """A key whose windows are not loaded yet needs a read: with PostgreSQL stopped it gets a 503
+    with retry-after (in each route's shape), not a 500 and a traceback per request."""
+    alice = await insert_key(postgres_url, "alice", "pro", {"max_concurrent": 0})
+    bob = await insert_key(postgres_url, "bob", "pro", {"max_concurrent": 0})
+    (instance,) = await cluster(1)
+    assert (await post(instance.url, alice))[0] == 200
+    postgres_server.stop()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/v1/messages", "/v1/usage", "/v1/responses/resp_any") * 3:
+                method = http.get if path != "/v1/messages" else http.post
+                async with method(instance.url + path, json=sample_body(), headers={"x-api-key": bob}) as resp:
+                    body = await resp.json()
+                    assert resp.status == 503 and resp.headers["retry-after"].isdigit(), (path, body)
+                assert body["error"]["type"] == "api_error" and "try again" in body["error"]["message"]
+    finally:
+        postgres_server.start()
+
+    async def served() -> bool:
+        return (await post(instance.url, bob))[0] == 200
+
+    await until(served, 15, "bob served once PostgreSQL is back")
+    stop(instance.proc)
+    instance.proc = None
+    printed = instance.log.read_text()
+    assert "unexpected error" not in printed and bob not in printed
+    # (asyncpg's own pool says, with a traceback, when it cannot restore its floor while the server stops)
+    assert printed.count("Traceback") == printed.count("asyncpg.pool: Failed to restore"), printed
+    assert len([line for line in printed.splitlines() if "reading PostgreSQL failed" in line]) <= 2, printed
+    assert len([line for line in printed.splitlines() if "reading PostgreSQL works again" in line]) == 1, printed
