@@ -5,6 +5,8 @@ kept exact in memory; every settled request is added in memory at once and hande
 which commits whatever has piled up in one transaction, so write batches grow with load. Admitted
 requests are journaled in the append-only file of antex/journal.py, which a crash leaves for the
 next start to settle.
+Other writes (stored responses) ride along in a transaction of their own after the credit
+events', so billing never waits on them or fails with them (antex/ride_along.py).
 
 When SQLite stops taking writes (a full disk, a lock held for minutes, a removed file) the ledger
 keeps serving from memory and the journal, retries with backoff, says so in the log once per
