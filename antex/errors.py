@@ -31,8 +31,8 @@ CATALOGUE: dict[str, int] = {
 }
 
 # Types a client sees; a few internal names map onto Anthropic's own.
-WIRE_TYPE = {"bad_gateway": "api_error", "timeout_error": "api_error", "ledger_unavailable": "api_error", "store_unavailable": "api_error",
-             "method_not_allowed": "not_found_error",
+WIRE_TYPE = {"bad_gateway": "api_error", "timeout_error": "api_error", "ledger_unavailable": "api_error",
+             "store_unavailable": "api_error", "method_not_allowed": "not_found_error",
              "request_timeout": "invalid_request_error", "service_unavailable": "overloaded_error"}
 
 

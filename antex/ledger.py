@@ -417,7 +417,8 @@ class Ledger:
             finally:
                 self._writing = Batch()
             settled = batch.settled
-            batch.events, batch.event_ids, batch.settled, batch.ips, batch.statements, batch.legacy = [], [], [], [], [], []
+            batch.events, batch.event_ids, batch.settled = [], [], []
+            batch.ips, batch.statements, batch.legacy = [], [], []
             try:
                 self.journal_file.settled(settled)
             except OSError as error:

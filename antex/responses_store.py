@@ -180,7 +180,8 @@ class ResponseStore:
         response_id = response["id"]
         body = orjson.dumps(response)
         encoded = [(0, item) for item in input_items] + [(1, item) for item in response.get("output") or []]
-        rows = [(response_id, position, is_output, key_id, search_key(str(item.get("id") or "")), orjson.dumps(item).decode())
+        rows = [(response_id, position, is_output, key_id, search_key(str(item.get("id") or "")),
+                 orjson.dumps(item).decode())
                 for position, (is_output, item) in enumerate(encoded)]
         size = len(body) + sum(len(row[5]) for row in rows)
         statements = [(self.sql.INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
