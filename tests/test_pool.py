@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from antex.upstream.config import UpstreamEntry
-from antex.upstream.pool import (BINDING_TTL_S, CIRCUIT_AFTER_5XX, RATE_LIMIT_DEFAULT_S, Pool, Upstream, conversation_of,
+from antex.upstream.pool import (BINDING_TTL_S, CIRCUIT_AFTER_5XX, MAX_COOLDOWN_S, RATE_LIMIT_DEFAULT_S, Pool, Upstream, conversation_of,
                                  cooldown_s)
 
 NOW = 1_764_576_000.0  # 2025-12-01T08:00:00Z
@@ -45,7 +45,7 @@ def test_new_conversations_spread_over_the_best_priority_only() -> None:
 def test_rendezvous_moves_only_the_conversations_of_the_upstream_that_left() -> None:
     p = pool()
     before = {n: first(p, conversation(n)) for n in range(600)}
-    p.upstreams[1].out = True  # "b" is taken out
+    p.upstreams[1].out_until = NOW + 60  # "b" is taken out
     after = {n: first(p, conversation(n)) for n in range(600)}
     moved = {n for n in before if before[n] != after[n]}
     assert moved == {n for n in before if before[n] == "b"}
@@ -143,6 +143,12 @@ def test_a_429_benches_only_its_model_family_until_retry_after() -> None:
     ({"anthropic-ratelimit-requests-reset": "2025-12-01T08:00:05Z"}, 5),
     ({"anthropic-ratelimit-unified-5h-reset": str(int(NOW) + 120)}, 120),
     ({"retry-after": "soon"}, RATE_LIMIT_DEFAULT_S),
+    ({"retry-after": "-5"}, RATE_LIMIT_DEFAULT_S),
+    ({"retry-after": "1e12"}, MAX_COOLDOWN_S),
+    ({"retry-after": "1e400"}, RATE_LIMIT_DEFAULT_S),
+    ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, MAX_COOLDOWN_S),
+    ({"retry-after": "Fri, 31 Dec 99999 23:59:59 GMT"}, RATE_LIMIT_DEFAULT_S),
+    ({"anthropic-ratelimit-requests-reset": str(int(NOW * 1000))}, MAX_COOLDOWN_S),  # a millisecond epoch
     ({}, RATE_LIMIT_DEFAULT_S),
 ])
 def test_a_429_cools_down_for_the_time_the_upstream_names(headers, seconds) -> None:
@@ -210,15 +216,51 @@ def test_a_429_or_529_from_a_half_open_upstream_closes_its_circuit() -> None:
     assert a.open_until == 0 and a.available("sonnet", NOW + 6) and not a.available("opus", NOW + 6)
 
 
-def test_401_takes_the_upstream_out_loudly(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_refused_key_is_out_loudly_with_a_slow_probe_until_it_works(caplog: pytest.LogCaptureFixture) -> None:
     a = upstream("a")
     p = pool(a, upstream("b"))
-    with caplog.at_level(logging.ERROR, logger="antex.upstream"):
+    with caplog.at_level(logging.INFO, logger="antex.upstream"):
         p.answered(a, "sonnet", 401, {}, NOW)
-        p.answered(a, "sonnet", 401, {}, NOW)
-    assert [r.levelname for r in caplog.records] == ["ERROR"]  # once, not per request
-    assert "OUT" in caplog.text and "KEY_A" in caplog.text and "k" not in caplog.records[0].args
-    assert not a.available("sonnet", NOW + 10**6) and a.recovers_at("sonnet", NOW) == math.inf
+        p.answered(a, "sonnet", 403, {}, NOW + 1)  # one in flight meanwhile: the same refusal
+        assert [r.levelname for r in caplog.records] == ["ERROR"]  # once, not per request
+        assert "OUT" in caplog.text and "KEY_A" in caplog.text and "k" not in caplog.records[0].args
+        now, waits = NOW, []
+        for _ in range(7):  # refused at every probe: each one comes later, up to a cap
+            assert not a.available("sonnet", now + 1) and a.state(now + 1)["state"] == "down"
+            waits.append(a.out_until - now)
+            now = a.out_until
+            assert a.available("sonnet", now) and a.recovers_at("sonnet", now - 1) == now
+            assert p.begin(a, now) and not a.available("sonnet", now)  # one probe, no other meanwhile
+            p.answered(a, "sonnet", 401, {}, now)
+        assert waits == [60, 120, 240, 480, 600, 600, 600]
+        assert len(caplog.records) == 1  # refused again and again: said once
+        assert p.begin(a, a.out_until)
+        p.answered(a, "sonnet", 200, {}, a.out_until)  # the key works again
+    assert a.available("sonnet", now) and not a.out and a.state(now)["state"] == "ok"
+    assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"] and "accepts its key" in caplog.text
+
+
+def test_an_absurd_cooldown_is_capped_and_logged_without_error(caplog: pytest.LogCaptureFixture) -> None:
+    for headers in ({"retry-after": "1e12"}, {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+                    {"anthropic-ratelimit-requests-reset": str(int(NOW * 1000)),  # a millisecond epoch
+                     "anthropic-ratelimit-requests-remaining": "0"},
+                    {"anthropic-ratelimit-tokens-reset": "9999-12-31T23:59:59Z"}):
+        a = upstream("a")
+        p = pool(a, upstream("b"))
+        with caplog.at_level(logging.WARNING, logger="antex.upstream"):
+            p.answered(a, "sonnet", 429, headers, NOW)
+        assert a.cooling["sonnet"] == NOW + MAX_COOLDOWN_S, headers
+        assert a.state(NOW)["until"] == a.recovers_at("sonnet", NOW) == NOW + MAX_COOLDOWN_S
+    assert len(caplog.records) == 4 and all("cooling down" in r.getMessage() for r in caplog.records)
+
+
+def test_a_429_with_retry_after_0_cools_nothing_and_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    a = upstream("a")
+    p = pool(a, upstream("b"))
+    with caplog.at_level(logging.DEBUG, logger="antex.upstream"):
+        for n in range(3):
+            p.answered(a, "sonnet", 429, {"retry-after": "0"}, NOW + n)
+    assert a.available("sonnet", NOW + 2) and "sonnet" not in a.cooling and not caplog.records
 
 
 def test_all_cooling_means_no_candidate_and_the_soonest_recovery() -> None:

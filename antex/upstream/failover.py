@@ -3,7 +3,9 @@ answer's first byte reached the client, within `max_attempts` and `failover_dead
 
 What moves a request on: no connection (refused, reset, DNS or TLS failure, a stall before the
 head), a 5xx, 529 or 429, a 401/403 (that upstream's key), or a stream whose first event is an
-`error` event. Whatever the attempts, the caller gets one answer and charges once. When every
+`error` event. A 403 is judged by the next answer: when another upstream refuses the same request
+with 403 too, the request is the problem (not their keys), that 403 goes back to the client and
+neither upstream is taken out; otherwise the first one's key is. Whatever the attempts, the caller gets one answer and charges once. When every
 upstream that serves the model is cooling down (before the first attempt or after the last),
 the client gets `overloaded_error` with the soonest recovery as `retry-after`; otherwise, with
 nothing left to try, the last answer goes back as it came (its own status and error body), or,
@@ -39,15 +41,17 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
     candidates = pool.choose(model.id, family, conversation, now)
     if not candidates:
         raise overloaded(pool.retry_after_s(model.id, family, now))
-    deadline = asyncio.get_running_loop().time() + settings.failover_deadline_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.failover_deadline_s
     several = len(candidates) > 1
     pooled = several or len(pool.serving(model.id)) > 1  # else its one upstream gets every request, as it is
     attempts = min(len(candidates), settings.max_attempts)
     last: tuple[Upstream, http_client.Response] | None = None  # the latest error answer, kept open
     failure: AntexError | None = None
+    refused: Upstream | None = None  # it answered 403: its key, or this request? The next answer tells.
     try:
         for attempt, upstream in enumerate(candidates[:attempts]):
-            if attempt and asyncio.get_running_loop().time() > deadline:
+            if attempt and loop.time() > deadline:
                 break
             if pooled and not pool.begin(upstream, clock()):  # another request is probing it
                 continue
@@ -57,31 +61,51 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
                 pool.failed(upstream, family, _describe(exc), clock())
                 failure = _as_error(exc)
                 continue
-            try:
+            try:  # from here on, this answer is closed whatever happens, unless it is handed on
                 status = response.status
-                if watch_first_event and several and status == 200 and await _opens_with_error(response):
-                    status = 529 if b"overloaded_error" in await response.peek() else 500
-            except BaseException as exc:
-                response.close()
-                if not isinstance(exc, (TimeoutError, http_client.UpstreamError)):
-                    raise
-                pool.failed(upstream, family, _describe(exc), clock())
-                failure = _as_error(exc)
-                continue
-            pool.answered(upstream, family, status, response.headers, clock())
-            if last is not None:
-                last[1].close()
-                last = None
-            if status in RETRYABLE or status >= 500:
-                log.debug("upstream %s answered %d", upstream.name, status)  # the pool logs changes of state
-                if attempt + 1 < attempts and response.status >= 400:
-                    await _drain(response)  # its connection serves the next request: no new handshake
+                if watch_first_event and several and status == 200:
+                    try:
+                        if await _opens_with_error(response):
+                            status = 529 if b"overloaded_error" in await response.peek() else 500
+                    except (TimeoutError, http_client.UpstreamError) as exc:
+                        response.close()
+                        pool.failed(upstream, family, _describe(exc), clock())
+                        failure = _as_error(exc)
+                        continue
+                if status == 403 and refused is not None:
+                    # Two upstreams refused this request: the request is the problem, not their keys.
+                    pool.inconclusive(refused)
+                    pool.inconclusive(upstream)
+                    refused = None
+                    return upstream, response
+                if refused is not None:  # another upstream took the request: that 403 was its key
+                    pool.answered(refused, family, 403, {}, clock())
+                    refused = None
+                if status == 403 and pooled and attempt + 1 < attempts:
+                    refused = upstream  # judged by the next answer
                 else:
-                    last = upstream, response  # the client's answer if nothing better comes
-                continue
-            if conversation is not None and pooled:
-                pool.bind(conversation, upstream, clock())
-            return upstream, response
+                    pool.answered(upstream, family, status, response.headers, clock())
+                if last is not None:
+                    last[1].close()
+                    last = None
+                if status in RETRYABLE or status >= 500:
+                    log.debug("upstream %s answered %d", upstream.name, status)  # the pool logs changes of state
+                    if attempt + 1 < attempts and response.status >= 400:
+                        if response.complete:  # the usual small error answer, all here: its connection is free
+                            response.close()
+                        else:
+                            await _drain(response)  # its connection serves the next request: no new handshake
+                    else:
+                        last = upstream, response  # the client's answer if nothing better comes
+                    continue
+                if conversation is not None and pooled:
+                    pool.bind(conversation, upstream, clock())
+                return upstream, response
+            except BaseException:
+                response.close()
+                raise
+        if refused is not None:  # nobody else answered: nothing says the request was the problem
+            pool.answered(refused, family, 403, {}, clock())
         now = clock()
         serving = pool.serving(model.id)
         if len(serving) > 1 and not any(upstream.available(family, now) for upstream in serving):
@@ -96,7 +120,7 @@ async def send(pool: Pool, settings: UpstreamConfig, client_headers: Mapping[str
 
 
 async def _drain(response: http_client.Response) -> None:
-    """Read a small error answer to its end and give its connection back (or close it)."""
+    """Read an error answer still arriving to its end and give its connection back (or close it)."""
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             await response.read()

@@ -12,7 +12,10 @@ so every rule here is tested with tables of cases and no server.
   upstream is unavailable.
 - Cooldowns per upstream and model family, from the upstream's own signals: 429 until its
   `retry-after` / `anthropic-ratelimit-*-reset`; 529 briefly, growing on repeats; connection
-  failures and repeated 5xx open a circuit with one half-open probe; 401/403 takes it out.
+  failures and repeated 5xx open a circuit with one half-open probe; 401/403 (its key refused)
+  takes it out, with one slow probe (a real request) after OUT_PROBE_BASE_S, then ever more
+  rarely while it keeps being refused: a key fixed or re-enabled upstream comes back on its own.
+- Every cooldown is capped (MAX_COOLDOWN_S): an absurd `retry-after` benches nothing for years.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ from antex.upstream.config import UpstreamEntry
 log = logging.getLogger("antex.upstream")
 
 RATE_LIMIT_DEFAULT_S = 10.0  # a 429 without a usable time
+MAX_COOLDOWN_S = 86400.0  # no signal benches an upstream longer than a day (1e12 s, a millisecond epoch...)
+OUT_PROBE_BASE_S = 60.0  # a refused key: one probe request after 60 s, 120, 240, 480, then every 600 s
+OUT_PROBE_CAP_S = 600.0
 OVERLOAD_BASE_S = 2.0  # a 529: 2, 4, 8, 16, 30 s on repeats
 OVERLOAD_CAP_S = 30.0
 CIRCUIT_AFTER_5XX = 3  # consecutive 5xx answers that open the circuit (one connection failure does)
@@ -54,7 +60,8 @@ class Upstream:
     open_until: float = 0.0  # circuit: 0 closed, else open until then, then half-open
     openings: int = 0  # circuit openings in a row (the next stays open longer)
     probing: bool = False  # the one half-open probe is in flight
-    out: bool = False  # 401/403: a bad key, out until restart
+    out_until: float = 0.0  # 401/403 (a refused key): 0 in, else out until then, then one probe
+    refusals: int = 0  # refused answers in a row (the next probe waits longer)
     last_error: str = ""
     seed: int = 0  # the name's hash: with a conversation's, its rendezvous weight
 
@@ -69,23 +76,27 @@ class Upstream:
     def in_flight(self) -> int:
         return self.client.in_flight if self.client is not None else 0
 
+    @property
+    def out(self) -> bool:
+        """Its key was refused (and no probe has been accepted since)."""
+        return self.out_until > 0.0
+
     def available(self, family: str, now: float) -> bool:
-        if self.out or self.cooling.get(family, 0.0) > now:
+        if self.cooling.get(family, 0.0) > now:
             return False
-        return not self.open_until or (self.open_until <= now and not self.probing)
+        benched = max(self.open_until, self.out_until)
+        return not benched or (benched <= now and not self.probing)
 
     def recovers_at(self, family: str, now: float) -> float:
-        """When it may be tried again for `family` (inf: not before a restart)."""
-        if self.out:
-            return math.inf
-        circuit = self.open_until if self.open_until > now else 0.0
-        return max(self.cooling.get(family, 0.0), circuit, now)
+        """When it may be tried again for `family`."""
+        benched = max(self.open_until, self.out_until)
+        return max(self.cooling.get(family, 0.0), benched if benched > now else 0.0, now)
 
     def state(self, now: float) -> dict:
         """For /healthz and `antex upstreams`: no key, no URL credentials."""
         cooling = {family: until for family, until in self.cooling.items() if until > now}
         if self.out:
-            state, until = "down", None
+            state, until = "down", max(self.out_until, now)
         elif self.open_until > now:
             state, until = "down", self.open_until
         elif cooling:
@@ -129,9 +140,11 @@ class Pool:
         return ready
 
     def begin(self, upstream: Upstream, now: float) -> bool:
-        """Whether to send a request to `upstream` now: a half-open circuit lets one probe through
-        (marked here, when it is really sent) and no other until that one's outcome is known."""
-        if not upstream.open_until or upstream.open_until > now:
+        """Whether to send a request to `upstream` now: a half-open circuit (or a refused key due
+        for its probe) lets one probe through (marked here, when it is really sent) and no other
+        until that one's outcome is known."""
+        benched = max(upstream.open_until, upstream.out_until)
+        if not benched or benched > now:
             return True
         if upstream.probing:
             return False
@@ -173,8 +186,9 @@ class Pool:
         upstream.probing = False
         if status == 429:
             self._alive(upstream)
-            until = now + cooldown_s(headers, now)
-            self._cool(upstream, family, now, until, f"429 rate limited on {family} models")
+            seconds = cooldown_s(headers, now)
+            if seconds > 0:  # `retry-after: 0`: try again at once; nothing cools, nothing to say
+                self._cool(upstream, family, now, now + seconds, f"429 rate limited on {family} models")
         elif status == 529:
             self._alive(upstream)
             streak = upstream.overloads.get(family, 0)
@@ -183,11 +197,7 @@ class Pool:
             until = now + min(OVERLOAD_BASE_S * 2 ** (max(streak, 1) - 1), OVERLOAD_CAP_S)
             self._cool(upstream, family, now, until, f"529 overloaded on {family} models")
         elif status in (401, 403):
-            upstream.last_error = f"{status}: the upstream refused its key"
-            if not upstream.out:
-                upstream.out = True
-                log.error("upstream %s answered %d: its key (from %s) is refused; it is OUT of the pool until "
-                          "Antex restarts with a working key", upstream.name, status, upstream.entry.api_key_env)
+            self._refused(upstream, status, now)
         elif status >= 500:
             upstream.failures += 1
             upstream.last_error = f"{status} from the upstream"
@@ -196,11 +206,29 @@ class Pool:
         else:  # a success, or the client's own mistake (4xx): the upstream itself is fine
             self._healthy(upstream, family)
 
+    def inconclusive(self, upstream: Upstream) -> None:
+        """An answer that says nothing about the upstream (it refused what any upstream refuses)."""
+        upstream.probing = False
+
     def failed(self, upstream: Upstream, family: str, error: str, now: float) -> None:
         """No answer at all: refused, reset, DNS or TLS failure, a stall before the head."""
         upstream.probing = False
         upstream.last_error = error
         self._open(upstream, now)
+
+    def _refused(self, upstream: Upstream, status: int, now: float) -> None:
+        """Its key is refused: out of the pool, with one real request let through after a while
+        (longer each time it is refused again), so a key fixed upstream comes back by itself."""
+        upstream.last_error = f"{status}: the upstream refused its key"
+        if upstream.out_until > now:  # requests that were in flight: one refusal, already counted
+            return
+        upstream.refusals += 1
+        seconds = min(OUT_PROBE_BASE_S * 2 ** (upstream.refusals - 1), OUT_PROBE_CAP_S)
+        if not upstream.out_until:
+            log.error("upstream %s answered %d: its key (from %s) is refused; it is OUT of the pool, with one "
+                      "probe request after %g s (then ever more rarely, at most every %g s) until the key works",
+                      upstream.name, status, upstream.entry.api_key_env, seconds, OUT_PROBE_CAP_S)
+        upstream.out_until = now + seconds
 
     def _cool(self, upstream: Upstream, family: str, now: float, until: float, why: str) -> None:
         upstream.last_error = why
@@ -222,14 +250,24 @@ class Pool:
         upstream.open_until = now + seconds
 
     def _alive(self, upstream: Upstream) -> None:
-        """It answered (if only to say 429 or 529): whatever its circuit said, it is reachable."""
+        """It answered (if only to say 429 or 529, which come after its key was checked): whatever
+        its circuit said, it is reachable, and its key works."""
+        self._key_works(upstream)
         if upstream.open_until:
             log.info("upstream %s is reachable again", upstream.name)
             upstream.open_until = 0.0
             upstream.openings = 0
         upstream.failures = 0
 
+    @staticmethod
+    def _key_works(upstream: Upstream) -> None:
+        if upstream.out_until:
+            log.warning("upstream %s accepts its key again: back in the pool", upstream.name)
+            upstream.out_until = 0.0
+            upstream.refusals = 0
+
     def _healthy(self, upstream: Upstream, family: str) -> None:
+        self._key_works(upstream)
         if upstream.open_until or family in upstream.cooling:
             log.info("upstream %s is healthy again for %s models", upstream.name, family)
             upstream.cooling.pop(family, None)
@@ -252,14 +290,22 @@ _MASK64 = (1 << 64) - 1
 
 
 def _when(until: float) -> str:
-    return datetime.fromtimestamp(until).astimezone().isoformat(timespec="seconds")
+    """A moment for the log, whatever it is (never an exception for a moment out of range)."""
+    try:
+        return datetime.fromtimestamp(until).astimezone().isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return f"{until:.0f} (unix seconds)"
 
 
 def cooldown_s(headers: Mapping[str, str], now: float) -> float:
     """How long a 429 benches its model family: `retry-after` (seconds or an HTTP date), else the
     latest `anthropic-ratelimit-*-reset` among the exhausted limits (RFC 3339, e.g.
     "2026-12-01T08:05:00Z"; unix seconds for the unified subscription limits), else the soonest
-    reset given, else RATE_LIMIT_DEFAULT_S."""
+    reset given, else RATE_LIMIT_DEFAULT_S; never more than MAX_COOLDOWN_S."""
+    return min(_cooldown_s(headers, now), MAX_COOLDOWN_S)
+
+
+def _cooldown_s(headers: Mapping[str, str], now: float) -> float:
     retry_after = headers.get("retry-after")
     if retry_after:
         seconds = _seconds_until(retry_after, now, relative=True)
@@ -294,7 +340,7 @@ def _seconds_until(value: str, now: float, *, relative: bool) -> float | None:
         return number if relative or number < 1e9 else max(number - now, 0.0)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if value[:1].isdigit() else parsedate_to_datetime(value)
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:
         return None

@@ -37,6 +37,11 @@ class Response:
         self._decoder = decoder
         self._closed = False
 
+    @property
+    def complete(self) -> bool:
+        """The whole body arrived: closing now gives the connection back with nothing left to read."""
+        return self._done and self._error is None
+
     async def __aenter__(self) -> "Response":
         return self
 
