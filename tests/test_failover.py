@@ -20,9 +20,10 @@ from aiohttp import ClientSession
 from multidict import CIMultiDict
 
 from antex.app import make_app
-from antex.appkeys import KEYS
+from antex.upstream.pool import Pool as UpstreamPool
+from antex.appkeys import KEYS, POOL
 from tests.conftest import ROOT, FakeClock, Gateway, build_config, insert_key, sample_body
-from tests.fake_anthropic import FakeAnthropic, text_reply
+from tests.fake_anthropic import FakeAnthropic, error_reply, text_reply
 from tests.processes import clean_env, stop
 
 
@@ -216,17 +217,94 @@ async def test_openai_doors_and_count_tokens_reach_the_living_upstream(make_pool
     assert await pool.answered_by() == ["b"] * 6
 
 
-async def test_a_refused_upstream_key_takes_it_out_loudly(make_pool, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_refused_upstream_key_takes_it_out_loudly_with_a_slow_probe_until_it_works(
+        make_pool, caplog: pytest.LogCaptureFixture) -> None:
     pool = await make_pool(names=("a", "b"), keys={"a": "sk-ant-wrong"})
-    with caplog.at_level(logging.ERROR, logger="antex.upstream"):
-        for n in range(6):
-            status, _, _ = await pool.post(body=sample_body(messages=[{"role": "user", "content": f"q{n}"}]))
+    a = pool.fakes["a"]
+
+    async def round_of_conversations(tag: str) -> None:
+        for n in range(8):
+            status, _, _ = await pool.post(body=sample_body(messages=[{"role": "user", "content": f"{tag} {n}"}]))
             assert status == 200
-    assert pool.fakes["a"].served <= 1  # out after its first 401
-    loud = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(loud) == 1 and "KEY_A" in loud[0].getMessage() and "sk-ant-wrong" not in caplog.text
+
+    with caplog.at_level(logging.INFO, logger="antex.upstream"):
+        await round_of_conversations("first")
+        assert len(a.requests) == 1  # out after its first 401
+        health = orjson.loads((await _get(pool, "/healthz"))[1])
+        assert health["upstreams"][0]["state"] == "down" and health["upstreams"][0]["until"] == pool.gateway.clock() + 60
+        pool.gateway.clock.advance(61)
+        await round_of_conversations("second")
+        assert len(a.requests) == 2  # one probe after a minute, refused again...
+        pool.gateway.clock.advance(61)
+        await round_of_conversations("third")
+        assert len(a.requests) == 2  # ...so the next waits two
+        a.api_key = "sk-ant-wrong"  # the key is made good upstream
+        pool.gateway.clock.advance(60)
+        await round_of_conversations("fourth")
+        assert a.served >= 2  # the probe went through, and a serves its share again
+    loud = [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+    assert [r.levelname for r in loud] == ["ERROR", "WARNING"] and "KEY_A" in loud[0].getMessage()
+    assert "accepts its key again" in loud[1].getMessage() and "sk-ant-wrong" not in caplog.text
     health = orjson.loads((await _get(pool, "/healthz"))[1])
-    assert health["upstreams"][0]["state"] == "down"
+    assert [u["state"] for u in health["upstreams"]] == ["ok", "ok"]
+
+
+async def test_a_403_from_two_upstreams_is_the_request_refused_not_their_keys(
+        make_pool, caplog: pytest.LogCaptureFixture) -> None:
+    pool = await make_pool(names=("a", "b"), b={"priority": 2})
+    refusal = "This organization has been disabled for this feature."
+    with caplog.at_level(logging.WARNING, logger="antex.upstream"):
+        for path, body in [("/v1/messages", sample_body()),
+                           ("/v1/chat/completions", {"model": "claude-sonnet-4-6",
+                                                     "messages": [{"role": "user", "content": "hi"}]})]:
+            for fake in pool.fakes.values():
+                fake.queue(error_reply(403, "permission_error", refusal))
+            status, _, answer = await pool.post(path, body)
+            assert status == 403, answer  # the upstreams' own refusal, in the door's shape
+            error = orjson.loads(answer)["error"]
+            assert refusal in error["message"] and ("type" in error) and (path != "/v1/messages" or
+                                                                          error["type"] == "permission_error")
+        assert not caplog.records  # no key was said to be refused
+        health = orjson.loads((await _get(pool, "/healthz"))[1])
+        assert [u["state"] for u in health["upstreams"]] == ["ok", "ok"]
+        assert (await pool.post())[0] == 200 and (await pool.answered_by())[-1] == "a"  # a is still first
+
+        pool.fakes["a"].queue(error_reply(403, "permission_error", "Your API key does not have permission."))
+        assert (await pool.post())[0] == 200 and (await pool.answered_by())[-1] == "b"  # b took it: a's key
+    assert [r.levelname for r in caplog.records] == ["ERROR"] and "KEY_A" in caplog.text
+    health = orjson.loads((await _get(pool, "/healthz"))[1])
+    assert [u["state"] for u in health["upstreams"]] == ["down", "ok"]
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "-3", "soon", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_an_absurd_retry_after_gives_a_sane_cooldown_and_no_error(
+        make_pool, retry_after: str, caplog: pytest.LogCaptureFixture) -> None:
+    pool = await make_pool(names=("a", "b"), b={"priority": 2})
+    pool.fakes["a"].queue(error_reply(429, "rate_limit_error", "Slow down.", headers={"retry-after": retry_after}))
+    with caplog.at_level(logging.INFO):
+        status, _, body = await pool.post()
+    assert status == 200, body
+    assert await pool.answered_by() == ["b"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    health = orjson.loads((await _get(pool, "/healthz"))[1])
+    a = health["upstreams"][0]
+    assert a["state"] == "cooling" and 0 < a["until"] - pool.gateway.clock() <= 86400
+    client = pool.gateway.app[POOL].upstreams[0].client
+    assert client.in_flight == 0 and len(client._idle) == 1  # the 429's connection went back to the pool
+
+
+async def test_an_error_after_the_answer_arrived_closes_it(make_pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = await make_pool(names=("a", "b"), b={"priority": 2})
+    pool.fakes["a"].queue(error_reply(429, "rate_limit_error", "Slow down."))
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug in the pool's bookkeeping")
+
+    monkeypatch.setattr(UpstreamPool, "answered", broken)
+    status, _, _ = await pool.post()
+    assert status == 500
+    client = pool.gateway.app[POOL].upstreams[0].client
+    assert client.in_flight == 0  # the answer was closed, its connection not left busy
 
 
 async def test_priorities_send_work_to_the_best_first(make_pool) -> None:
