@@ -1,9 +1,11 @@
 """The bench's own client, run in its own process: per-request timings and held-open streams.
 
     python -m bench.probe latency --url URL --keys K1,K2 --requests 2000 [--stream] [--stamped] [--get]
+    python -m bench.probe latency --urls URL1,URL2 --keys K1,K2 --expect 200,429 --requests 2000
     python -m bench.probe hold --url URL --keys K --streams 1000
 
-`latency` sends requests one after another (or `--concurrency` at a time) and reports, per key,
+`latency` sends requests one after another (or `--concurrency` at a time) and reports, per key
+(with `--urls`, per URL and its key, taken in turns so that the machine's moods hit each alike),
 the first request's latency, then p50/p99 of total latency and time to first byte, the gateway's
 own `x-antex-overhead-ms`, and, with `--stamped` (bench.paced_upstream), how long each event took
 from the upstream's write to this client's read. `hold` opens `--streams` streams at once, prints
@@ -59,7 +61,7 @@ class Timings:
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: bytes, stamped: bool,
-                      timings: Timings, record: bool, conversation: str | None = None) -> None:
+                      timings: Timings, record: bool, conversation: str | None = None, expect: int = 200) -> None:
     started = time.perf_counter()
     ttfb = None
     events: list[tuple[int, int]] = []
@@ -84,7 +86,7 @@ async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: 
         status = response.status
         overhead = response.headers.get("x-antex-overhead-ms")
     total = time.perf_counter() - started
-    if status != 200:
+    if status != expect:
         timings.errors[str(status)] = timings.errors.get(str(status), 0) + 1
         return
     if timings.first_ms is None:
@@ -100,21 +102,26 @@ async def one_request(session: aiohttp.ClientSession, url: str, key: str, body: 
 
 async def latency(args: argparse.Namespace) -> dict:
     keys = args.keys.split(",")
+    urls = args.urls.split(",") if args.urls else [args.url] * len(keys)
+    expect = [int(status) for status in args.expect.split(",")] if args.expect else [200] * len(keys)
+    if not len(urls) == len(keys) == len(expect):
+        raise SystemExit("--urls, --keys and --expect need one entry per target")
     body = b"" if args.get else orjson.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": args.stream,
                                                  "messages": [{"role": "user", "content": "Say hello."}]})
-    timings = {key: Timings() for key in keys}
-    plan = [(i, keys[i % len(keys)]) for i in range(len(keys) * (args.warmup + args.requests))]
+    timings = [Timings() for _ in keys]
+    plan = [(i, i % len(keys)) for i in range(len(keys) * (args.warmup + args.requests))]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def worker() -> None:
             while plan:
-                index, key = plan.pop(0)
-                await one_request(session, args.url, key, body, args.stamped, timings[key],
+                index, target = plan.pop(0)
+                await one_request(session, urls[target], keys[target], body, args.stamped, timings[target],
                                   record=index >= len(keys) * args.warmup,
-                                  conversation=f"bench-{index}" if args.new_conversations else None)
+                                  conversation=f"bench-{index}" if args.new_conversations else None,
+                                  expect=expect[target])
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    return {"keys": [timings[key].to_json() for key in keys]}
+    return {"keys": [timing.to_json() for timing in timings]}
 
 
 async def hold(args: argparse.Namespace) -> dict:
@@ -160,8 +167,11 @@ async def hold(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("latency", "hold"))
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url")
+    parser.add_argument("--urls", help="comma-separated, one per key: latency takes the targets in turns")
     parser.add_argument("--keys", required=True, help="comma-separated; latency alternates between them")
+    parser.add_argument("--expect", help="comma-separated, one per key: the status each target's requests should get "
+                                         "(default 200); others count as errors")
     parser.add_argument("--requests", type=int, default=1000, help="measured requests per key")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests per key first")
     parser.add_argument("--concurrency", type=int, default=1)
@@ -172,6 +182,8 @@ def main() -> None:
                         help="each request a conversation of its own (X-Claude-Code-Session-Id), bound nowhere yet")
     parser.add_argument("--streams", type=int, default=1000)
     args = parser.parse_args()
+    if not (args.url or args.urls):
+        parser.error("--url or --urls is required")
     run = latency if args.mode == "latency" else hold
     result = asyncio.run(run(args))
     sys.stdout.write("PROBE " + orjson.dumps(result).decode() + "\n")
