@@ -212,7 +212,8 @@ async def inject_faults(server: Server, database: Path, quiet_from: float, every
     rng = random.Random(seed)
     locks: list[asyncio.Task] = []
     while True:
-        await asyncio.sleep(rng.expovariate(1 / every_s))
+        due = time.monotonic() + rng.expovariate(1 / every_s)
+        await asyncio.sleep(max(0.0, min(due, quiet_from) - time.monotonic()))  # never sleep past the quiet end
         if time.monotonic() >= quiet_from:
             await asyncio.gather(*locks)
             return
