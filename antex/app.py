@@ -17,12 +17,12 @@ from typing import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
-from antex import request_body, store
+from antex import connections, request_body, store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.activity import ActivityCache
 from antex.appkeys import (ACTIVITY, ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY,
-                           KEYS, LEDGER, MAX_TOKENS_SENT, POOL, READER, RELAYS, REQUEST_ID, RESPONSES, STARTED,
-                           HANDLERS, STOP_TIMER, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
+                           KEYS, LEDGER, MAX_TOKENS_SENT, OVER_CAP, POOL, READER, RELAYS, REQUEST_ID, RESPONSES,
+                           STARTED, HANDLERS, STOP_TIMER, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
@@ -58,6 +58,7 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
     app[BODY_BUDGET] = request_body.BodyBudget(config.server.max_buffered_body_bytes,
                                                config.server.max_buffered_body_bytes_per_key)
     app[CLOCK] = clock
+    app[OVER_CAP] = set()  # filled by `antex serve`'s connection counter
     app[ENVIRON] = dict(environ or {})
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(stored_responses)
@@ -299,9 +300,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     handlers, task = request.app[HANDLERS], asyncio.current_task()
     handlers.add(task)  # cut if it still runs when a stop's grace ends
     try:
+        if request.transport in request.app[OVER_CAP]:
+            raise connections.past_cap_error()
         return await handler(request)
     except AntexError as error:
-        return await answer_unread(request, error_response(request, error))
+        response = error_response(request, error)
+        if request.transport in request.app[OVER_CAP]:
+            response.force_close()  # its body is still read (answer_unread): a close then is no reset
+        return await answer_unread(request, response)
     except web.HTTPException as exc:
         if exc.status == 405:
             error = AntexError("method_not_allowed", f"{request.method} is not allowed on {request.path}.")

@@ -34,6 +34,7 @@ STOP_TIMER = web.AppKey("stop_timer", list)  # [the TimerHandle that cuts what s
 HANDLERS = web.AppKey("handlers", set)  # request handlers running, cut with the relays at that point
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)  # request body bytes held in memory
+OVER_CAP = web.AppKey("over_cap", set)  # transports of connections past their address's cap (antex/connections.py)
 
 # Per-request values (request[...]), set by the middleware and the handlers.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from antex import client_noise, connections, store
 from antex.app import make_app
+from antex.appkeys import OVER_CAP
 from antex.config import Config
 
 log = logging.getLogger("antex")
@@ -62,7 +63,8 @@ async def _serve(app: web.Application, config: Config, host: str, port: int) -> 
     limit = connections.connection_limit(server.max_connections, files)
     if limit < server.max_connections:
         log.warning("max_connections lowered from %d to %d: the open-file limit is %d", server.max_connections, limit, files)
-    counter = connections.Connections(limit, server.max_connections_per_ip, server.trusted_proxies)
+    counter = connections.Connections(limit, server.max_connections_per_ip, server.trusted_proxies,
+                                      over_cap=app[OVER_CAP])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_grace_s)
     await runner.setup()
     try:

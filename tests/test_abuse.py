@@ -456,3 +456,44 @@ def test_running_out_of_descriptors_is_a_cap_not_a_flood_of_tracebacks(tmp_path:
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+def test_a_connection_past_the_per_address_cap_is_answered_503_not_reset(tmp_path: Path) -> None:
+    """Before: a connection past max_connections_per_ip was aborted as it opened, so a client that had
+    already written its request read a reset (aiohttp: "Can not write request body"; the soak's 500
+    clients on 127.0.0.1 against the default cap of 256 saw thousands). Now its request is answered 503
+    overloaded_error in the door's shape with a retry-after, its body read first, then it closes."""
+    procs: list[subprocess.Popen] = []
+    try:
+        config, port = live_config(tmp_path, start_fake_upstream(tmp_path, UPSTREAM_KEY, procs),
+                                   "max_connections_per_ip = 4\nhead_timeout_s = 60\n")
+        key = cli_key(config, "good")
+        log = tmp_path / "server.log"
+        served = Server(f"http://127.0.0.1:{port}", port, start_antex(config, UPSTREAM_KEY, log, procs), log,
+                        {"good": key})
+        held = []
+        for _ in range(4):  # the address's four, kept open: each answered once, so each is counted
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.5", 0))
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read()
+            held.append(connection)
+        large = orjson.dumps({**sample_body(), "metadata": {"user_id": "x" * (2 * MIB)}})
+        for path, body in (("/v1/messages", GOOD_BODY), ("/v1/chat/completions", GOOD_BODY), ("/v1/messages", large)):
+            status, answer = served.post(path, body, {"x-api-key": key}, source="127.0.0.5")
+            assert status == 503, (status, answer[:200])
+            error = orjson.loads(answer)["error"]
+            assert error["type"] == "overloaded_error" and "connections" in error["message"]
+            assert ("code" in error) == (path == "/v1/chat/completions")  # the OpenAI door's shape
+        assert served.post("/v1/messages", GOOD_BODY, {"x-api-key": key}, source="127.0.0.6")[0] == 200
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while (status := served.post("/v1/messages", GOOD_BODY, {"x-api-key": key}, source="127.0.0.5")[0]) != 200:
+            assert status == 503 and time.monotonic() < deadline  # until the server sees the close
+            time.sleep(0.05)
+        for connection in held:
+            connection.close()
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text and "connection refused (answered 503)" in text
+    finally:
+        for proc in reversed(procs):
+            stop(proc)

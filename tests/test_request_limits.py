@@ -24,7 +24,7 @@ from hypothesis import given, settings, strategies as st
 
 from antex import journal
 from antex.client_noise import ClientFaults
-from antex.connections import Connections, address_group
+from antex.connections import ANSWERED_PAST_CAP, Connections, address_group
 from antex.request_body import duplicate_field, quoted
 from antex.upstream.headers import request_headers, request_query
 from tests.conftest import Gateway, GatewayFactory, sample_body
@@ -265,16 +265,26 @@ async def test_a_200_whose_usage_cannot_be_read_is_charged_an_estimate(gateway: 
 
 def test_connections_are_capped_per_address_group_and_in_all() -> None:
     import ipaddress
-    counter = Connections(limit=5, per_ip_limit=2, exempt=(ipaddress.ip_network("10.0.0.0/8"),))
-    assert counter.enter("192.0.2.1") and counter.enter("192.0.2.1")
-    assert counter.enter("192.0.2.1") is None  # its third
-    assert counter.enter("2001:db8::1") == counter.enter("2001:db8::ffff") == "2001:db8::/64"
-    assert counter.enter("2001:db8::2") is None  # same /64
-    assert counter.enter("10.1.1.1") is not None  # a trusted proxy: no per-address cap...
-    assert counter.enter("192.0.2.99") is None  # ...but the total still applies
+    counter = Connections(limit=6, per_ip_limit=2, exempt=(ipaddress.ip_network("10.0.0.0/8"),))
+    assert counter.enter("192.0.2.1") == counter.enter("192.0.2.1") == ("192.0.2.1", False)
+    assert counter.enter("192.0.2.1") == ("192.0.2.1", True)  # its third: let in, to be answered 503
+    assert counter.enter("2001:db8::1") == counter.enter("2001:db8::ffff") == ("2001:db8::/64", False)
+    assert counter.enter("10.1.1.1") == ("10.1.1.1", False)  # a trusted proxy: no per-address cap...
+    assert counter.enter("192.0.2.99") is None  # ...but the total still applies, and is closed at once
+    assert counter.enter("2001:db8::2") is None  # same /64, past its cap, but no room in all
+    counter.leave("192.0.2.1", past_cap=True)
+    assert counter.past_cap == {} and counter.open == 5
     counter.leave("192.0.2.1")
-    assert counter.enter("192.0.2.1") == "192.0.2.1" and counter.open == 5
+    assert counter.enter("192.0.2.1") == ("192.0.2.1", False) and counter.open == 5
     assert address_group("not an address") == "not an address"
+
+
+def test_only_a_few_connections_past_an_addresss_cap_are_answered() -> None:
+    counter = Connections(limit=1000, per_ip_limit=1)
+    assert counter.enter("192.0.2.1") == ("192.0.2.1", False)
+    answered = [counter.enter("192.0.2.1") for _ in range(ANSWERED_PAST_CAP)]
+    assert answered == [("192.0.2.1", True)] * ANSWERED_PAST_CAP
+    assert counter.enter("192.0.2.1") is None  # past those: closed at once
 
 
 def test_a_clients_malformed_request_is_one_line_without_its_bytes(caplog: pytest.LogCaptureFixture) -> None:
