@@ -9,8 +9,13 @@ SQLite file, and clients that stream or not through all three doors. Faults, at 
 - the database locked by another process's writer for 1-8 s, then released;
 - SIGTERM, then a restart (each stop must end within shutdown_grace_s plus the bounded flush).
 At the end an invariant checker verifies:
-- zero unexplained errors: every answer is a success, an error in the door's own shape, a stream
-  that ends with its door's error event, or a request cut or refused by a restart;
+- zero unexplained errors: every answer is a success, or an error with a cause the soak knows:
+  a fault the fake upstream injected into that very request (matched by the x-client-request-id each
+  request carries: a 529 to a 529 or an error event, a 500 to a 500, a 502 to a cut or malformed
+  reply, a 504 to a stall, a stream's error ending to any of those four), a 503 with a retry-after
+  while the database was locked, a request cut or refused by a restart, or a stream the soak hung
+  up on itself. Anything else (a connection error, an error no fault explains: Antex's own 500)
+  is unexplained;
 - every admitted request has exactly one credit event: as many events as requests Antex answered
   (with a status line; a request a restart cut before its status line may or may not have been
   admitted, so it may add one), no upstream request id charged twice, nothing left open in the
@@ -41,7 +46,7 @@ import aiohttp
 import orjson
 
 from antex import journal
-from tests.fake_anthropic import DEFAULT_API_KEY, FakeAnthropic
+from tests.fake_anthropic import CLIENT_REQUEST_ID, DEFAULT_API_KEY, FakeAnthropic
 from tests.processes import clean_env, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +68,14 @@ STREAM_ENDINGS = {  # how a stream that ended in an upstream failure says so, pe
 GRACE_S = 5
 STOP_BOUND_S = GRACE_S + 5 + 2 + 5  # grace, the ledger's bounded flush, the writer's busy timeout, slack
 WARM_UP_S = 20  # RSS samples of a server run count from this long after it started (shorter for short runs)
+LOCK_SLACK_S = 10  # after a lock is released, the store's retry backoff may still refuse for this long
+CAUSES = {  # an error answer -> the injected fault kinds (tests/fake_anthropic.FAULTS) that explain it
+    "error 529 overloaded_error": {"529", "error event"},  # a non-streaming error event is a 529
+    "error 500 api_error": {"500"},
+    "error 502 api_error": {"cut", "malformed"},
+    "error 504 api_error": {"stall"},
+    "stream ended with an upstream error": {"error event", "cut", "stall", "malformed"},
+}
 
 
 @dataclass
@@ -76,6 +89,21 @@ class Tally:
     stopping: bool = False
     answered: int = 0  # requests Antex answered with a status line: each admitted, each one credit event
     unanswered_in_restart: int = 0  # connection failures around a restart, before any status line
+    sent: int = 0  # requests sent: each one's x-client-request-id is soak-<n>
+    errors: list["Failed"] = field(default_factory=list)  # error answers, matched to causes at the end
+    locks: list[tuple[float, float]] = field(default_factory=list)  # (taken, released), monotonic s
+    causes: Counter = field(default_factory=Counter)  # error answers per cause found
+
+
+@dataclass
+class Failed:
+    """An error answer outside a restart: what the client saw, and when, to be matched to a cause."""
+    client_id: str
+    what: str  # an answer as explain() names it
+    detail: str  # path, status and the start of the body, for the report
+    retry_after: bool
+    started: float
+    ended: float
 
 
 def rss_mb(pid: int) -> float:
@@ -139,9 +167,13 @@ async def one_request(http: aiohttp.ClientSession, url: str, key: str, rng: rand
     hang_up = stream and rng.random() < hang_up_share
     restarts = tally.restarts
     answered = False
+    tally.sent += 1
+    client_id = f"soak-{tally.sent}"
+    started = time.monotonic()
     try:
         async with http.post(url + path, data=orjson.dumps(build(stream)),
-                             headers={"authorization": f"Bearer {key}", "content-type": "application/json"}) as resp:
+                             headers={"authorization": f"Bearer {key}", "content-type": "application/json",
+                                      CLIENT_REQUEST_ID: client_id}) as resp:
             answered = True
             tally.answered += 1
             if hang_up:
@@ -150,8 +182,12 @@ async def one_request(http: aiohttp.ClientSession, url: str, key: str, rng: rand
                 tally.outcomes["client hung up"] += 1
                 return
             body = await resp.read()
-            what = explain(path, stream, resp.status, body, tally if restarts == tally.restarts else None)
-            tally.outcomes[what if what != "unexplained" or restarts == tally.restarts else "cut by a restart"] += 1
+            in_restart = restarts != tally.restarts
+            what = explain(path, stream, resp.status, body, None if in_restart else tally)
+            tally.outcomes[what if what != "unexplained" or not in_restart else "cut by a restart"] += 1
+            if what.startswith(("error", "stream ended")) and not in_restart:
+                tally.errors.append(Failed(client_id, what, f"{path} stream={stream} {resp.status}: {body[-160:]!r}",
+                                           "retry-after" in resp.headers, started, time.monotonic()))
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         if restarts != tally.restarts or tally.stopping:
             tally.outcomes["cut or refused by a restart"] += 1
@@ -192,17 +228,34 @@ async def client(url: str, key: str, deadline: float, seed: int, tally: Tally, h
             await one_request(http, url, key, rng, tally, hang_up_share)
 
 
-async def hold_database_lock(database: Path, seconds: float) -> None:
+async def hold_database_lock(database: Path, seconds: float, tally: Tally) -> None:
     """Another process's writer holding SQLite's write lock for `seconds`, then letting go."""
     loop = asyncio.get_running_loop()
     conn = await loop.run_in_executor(None, lambda: sqlite3.connect(database, isolation_level=None, timeout=30,
                                                                    check_same_thread=False))
+    taken = time.monotonic()  # (from the first try: the lock may be had at once)
     try:
         await loop.run_in_executor(None, conn.execute, "BEGIN EXCLUSIVE")
         await asyncio.sleep(seconds)
         await loop.run_in_executor(None, conn.rollback)
     finally:
         await loop.run_in_executor(None, conn.close)
+        tally.locks.append((taken, time.monotonic()))
+
+
+def match_causes(tally: Tally, faulted: dict[str, list[str]]) -> None:
+    """Name the cause of every error answer in `tally.errors` (counted in `tally.causes`); an answer
+    none explains goes to `tally.unexplained`. `faulted`: the fake's client request id -> kinds."""
+    for failed in tally.errors:
+        kinds = set(faulted.get(failed.client_id, ())) & CAUSES.get(failed.what, set())
+        if kinds:
+            tally.causes[f"{failed.what} <- upstream {'/'.join(sorted(kinds))}"] += 1
+        elif failed.what.startswith("error 503 ") and failed.retry_after and any(
+                failed.started <= released + LOCK_SLACK_S and failed.ended >= taken for taken, released in tally.locks):
+            tally.causes[f"{failed.what} <- database locked"] += 1
+        else:
+            injected = ", ".join(faulted.get(failed.client_id, ())) or "none"
+            tally.unexplained.append(f"{failed.detail} (faults injected into it: {injected})")
 
 
 async def inject_faults(server: Server, database: Path, quiet_from: float, every_s: float, seed: int,
@@ -219,7 +272,7 @@ async def inject_faults(server: Server, database: Path, quiet_from: float, every
             return
         if rng.random() < 0.7:
             tally.faults["database locked"] += 1
-            locks.append(asyncio.create_task(hold_database_lock(database, rng.uniform(1, 8))))
+            locks.append(asyncio.create_task(hold_database_lock(database, rng.uniform(1, 8), tally)))
         else:
             tally.faults["SIGTERM and restart"] += 1
             tally.restarts += 1
@@ -276,7 +329,10 @@ async def soak(clients: int, seconds: float, faults: float, hang_up_share: float
     work = Path(tempfile.mkdtemp(prefix="antex-soak-"))
     database, port = work / "antex.db", free_port()
     config = work / "antex.toml"
+    # Every client comes from 127.0.0.1 but stands for a user of its own: the per-address cap is
+    # set above their number (each holds one connection, and briefly a second after a hang-up).
     config.write_text(f'[server]\ndatabase = "{database}"\nport = {port}\nshutdown_grace_s = {GRACE_S}\n'
+                      f'max_connections_per_ip = {2 * clients + 64}\n'
                       f'[upstream]\nbase_url = "{fake.url}"\nidle_timeout_s = 2\n')
     key = orjson.loads(cli(config, "keys", "create", "soak", "--plan", "max", "--json"))["key"]
     cli(config, "keys", "set", "soak", "--credits-5h", "1e12", "--credits-7d", "1e12", "--max-concurrent", "0",
@@ -300,6 +356,7 @@ async def soak(clients: int, seconds: float, faults: float, hang_up_share: float
         if server.proc is not None:
             stop(server.proc)
         await fake.close()
+    match_causes(tally, fake.faulted)
     db = sqlite3.connect(database)
     with_id, distinct_ids = db.execute("SELECT COUNT(request_id), COUNT(DISTINCT request_id) FROM events").fetchone()
     settled = orjson.loads(db.execute("SELECT ids FROM journal_settled").fetchone()[0])
@@ -316,7 +373,8 @@ async def soak(clients: int, seconds: float, faults: float, hang_up_share: float
         "answered": tally.answered, "unanswered_in_restart": tally.unanswered_in_restart,
         "events": events, "events_with_request_id": with_id, "distinct_request_ids": distinct_ids,
         "left_open": left_open, "event_outcomes": outcomes, "windows_exact": windows_exact,
-        "window_total_credits": window_total / 1_000_000, "injected": dict(tally.faults), "stops": tally.stops,
+        "window_total_credits": window_total / 1_000_000, "injected": dict(tally.faults), "upstream_faults": dict(fake.injected),
+        "causes": dict(tally.causes), "stops": tally.stops,
         "rss_runs": growth, "rss_peak_mb": max((mb for run in tally.runs for _, mb in run), default=0.0),
         "warm_up_s": warm_up_s, "traceback_in_log": "Traceback" in log,
         "store_failures_logged": log.count("writing to SQLite failed"),
@@ -360,7 +418,10 @@ def report(r: dict) -> str:
         f"store failures logged: {r['store_failures_logged']}",
         f"- stops: {len(stops)}, slowest {max((took for _, took in stops), default=0):.1f} s, exit codes "
         f"{sorted({code for code, _ in stops})}",
+        f"- upstream faults injected: {', '.join(f'{k} {v:,}' for k, v in sorted(r['upstream_faults'].items())) or 'none'}",
         f"- answers: {', '.join(f'{k} {v:,}' for k, v in sorted(r['answers'].items()))}",
+        f"- error answers by cause: {', '.join(f'{k} {v:,}' for k, v in sorted(r['causes'].items())) or 'none'}; "
+        f"unexplained {len(r['unexplained']):,}",
         f"- credit events by outcome: {', '.join(f'{k} {v:,}' for k, v in sorted(r['event_outcomes'].items()))}",
         f"- windows checked against {r['window_total_credits']:,.6f} credits of events",
         f"- RSS per server run (after {r['warm_up_s']:g} s warm-up, first -> last MB): "

@@ -23,7 +23,7 @@ import random
 import secrets
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,15 +70,17 @@ STALL_LIMIT_S = 600.0  # a stalled stream ends after this even if the client sta
 DISCONNECT_POLL_S = 0.02
 # How an upstream misbehaves, for soak runs (FakeAnthropic(faults=...)): each fault once per kind.
 FAULT_TEXT = "A reply that will not arrive whole, one word at a time."
-FAULTS = (
-    error_reply(529, "overloaded_error", "Overloaded"),
-    error_reply(500, "api_error", "Internal server error"),
-    text_reply(FAULT_TEXT, events=8, error_event_after=4),
-    text_reply(FAULT_TEXT, events=8, cut_after=4),
-    text_reply(FAULT_TEXT, events=8, stall_after=4),
-    text_reply(FAULT_TEXT, events=8, malformed=True),
-    text_reply(FAULT_TEXT, events=8, delay_s=0.05),
-)
+FAULTS = {  # kind -> reply; the kinds are what FakeAnthropic.injected counts
+    "529": error_reply(529, "overloaded_error", "Overloaded"),
+    "500": error_reply(500, "api_error", "Internal server error"),
+    "error event": text_reply(FAULT_TEXT, events=8, error_event_after=4),
+    "cut": text_reply(FAULT_TEXT, events=8, cut_after=4),
+    "stall": text_reply(FAULT_TEXT, events=8, stall_after=4),
+    "malformed": text_reply(FAULT_TEXT, events=8, malformed=True),
+    "slow": text_reply(FAULT_TEXT, events=8, delay_s=0.05),
+}
+FAULT_KINDS = tuple(FAULTS)
+CLIENT_REQUEST_ID = "x-client-request-id"  # a client's own id for its request, which gateways pass on
 REQUIRED_FIELDS = {
     "/v1/messages": ("model", "messages", "max_tokens"),
     "/v1/messages/count_tokens": ("model", "messages"),
@@ -166,6 +168,11 @@ class FakeAnthropic:
         self.faults = faults  # share of unscripted replies that misbehave (soak runs)
         self._random = random.Random(seed)
         self.served = 0  # /v1/messages requests answered in any way, recorded or not
+        # Faults injected (faults=...): how many of each kind, and per client request id (the
+        # x-client-request-id header) the kinds its attempts got, so a checker can name the cause
+        # of every error a client saw.
+        self.injected: Counter[str] = Counter()
+        self.faulted: dict[str, list[str]] = {}
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # responses the client walked away from before they ended
         self.url: str | None = None  # set by start()
@@ -286,7 +293,7 @@ class FakeAnthropic:
         self.served += 1
         reply = self._pool_signal(str(request[REQUEST_JSON].get("model")))
         if reply is None:
-            reply = self._replies.popleft() if self._replies else self._unscripted()
+            reply = self._replies.popleft() if self._replies else self._unscripted(request)
         if reply.error_type is not None:
             body = reply.error_body(request[REQUEST_ID])
             response = web.Response(status=reply.status, body=body, content_type="application/json")
@@ -315,10 +322,15 @@ class FakeAnthropic:
                                    "rate limit", headers={"retry-after": f"{retry_after_s:g}"})
         return None
 
-    def _unscripted(self) -> Reply:
-        """The default reply, or with probability `faults` one of the ways upstreams fail."""
+    def _unscripted(self, request: web.Request) -> Reply:
+        """The default reply, or with probability `faults` one of the ways upstreams fail (counted)."""
         if self.faults and self._random.random() < self.faults:
-            return self._random.choice(FAULTS)
+            kind = self._random.choice(FAULT_KINDS)
+            self.injected[kind] += 1
+            client_id = request.headers.get(CLIENT_REQUEST_ID)
+            if client_id is not None:
+                self.faulted.setdefault(client_id, []).append(kind)
+            return FAULTS[kind]
         return self.default
 
     async def _message(
