@@ -6,7 +6,8 @@ map every instance's sightings, and `remote_in_flight` the sum of the others' re
 Each instance sends its charges and new client IPs as it counts them (a millisecond or so later
 they count everywhere), and again from the transaction that commits them, which is delivered only
 if that commits: the second copy is what reaches an instance that missed the first (it was
-reconnecting), and a charge is counted once per journal id. Its ip_limit_reached refusals go out
+reconnecting), and a charge is counted once per journal id (Copies: the first copy of either kind
+counts, the other kind is then expected however late it comes, e.g. after a long store outage). Its ip_limit_reached refusals go out
 at once too, so the automatic quarantine counts every instance's. In-flight counts are sent on every
 change and in full every IN_FLIGHT_EVERY_S; a count not refreshed within IN_FLIGHT_STALE_S (a
 crashed instance) is dropped. Key changes reload the key cache at once.
@@ -35,9 +36,40 @@ from antex.windows import SEVEN_DAYS_S
 
 IN_FLIGHT_EVERY_S = 1.0
 IN_FLIGHT_STALE_S = 3.5
-# A charge's second copy (from its commit) normally follows the first within the ledger's commit
-# interval; after a reconnect the catch-up read starts this memory afresh.
-COUNTED_FOR_S = 30.0
+# After a reconnect, the charges read that were committed this recently may still have copies on
+# their way (a charge's ts is when it was counted; its commit may come later)
+CATCH_UP_RECENT_S = 300.0
+MAX_AWAITED = 200_000  # journal ids waiting for their other copy, at most (see Copies)
+
+
+class Copies:
+    """Each charge reaches the other instances twice: as it is counted ("first") and from the
+    transaction that commits it ("committed"). The first copy of either kind counts; its id is then
+    remembered until the other kind arrives, however late (a store outage can hold a commit for
+    minutes), and forgotten then. Only a copy lost with a cut connection leaves its id behind: past
+    MAX_AWAITED the oldest such ids go (their late twin, should one ever come, would count twice;
+    a reconnect's catch-up read starts afresh anyway)."""
+
+    def __init__(self) -> None:
+        self._awaited: dict[str, bool] = {}  # journal id -> the kind that came (True: committed)
+
+    def counts(self, journal_id: str, committed: bool) -> bool:
+        """Whether this copy is the one that counts."""
+        came = self._awaited.get(journal_id)
+        if came is None:
+            self._awaited[journal_id] = committed
+            if len(self._awaited) > MAX_AWAITED:
+                del self._awaited[next(iter(self._awaited))]
+            return True
+        if came != committed:
+            del self._awaited[journal_id]  # both copies are in: nothing more will come
+        return False
+
+    def reset(self, journal_ids: list[str]) -> None:
+        """After a catch-up read: these were counted by it, and any copy of them still to come is not."""
+        self._awaited = dict.fromkeys(journal_ids, True)
+        for _ in range(len(self._awaited) - MAX_AWAITED):
+            del self._awaited[next(iter(self._awaited))]
 
 
 class Cluster:
@@ -53,7 +85,7 @@ class Cluster:
         self.remote: dict[int, dict[str, tuple[int, float]]] = defaultdict(dict)
         self._pending: dict[int, list[tuple]] = defaultdict(list)  # charges for keys still loading
         self._caught: list[tuple] | None = None  # charges arriving during a catch-up read
-        self._counted: dict[str, float] = {}  # journal id -> monotonic time counted, for COUNTED_FOR_S
+        self.copies = Copies()
         self._outgoing: list[list] = []  # this instance's charges and IPs, sent on the next loop turn
         self._outgoing_ips: list[list] = []
         self._outgoing_refusals: list[list] = []
@@ -91,8 +123,9 @@ class Cluster:
                 self._caught.extend(tuple(charge) for charge in message.get("c", ()))
             return
         try:
+            committed = message.get("k") == 1
             for key_id, ts, amount, journal_id in message.get("c", ()):
-                self._charge((key_id, ts, amount, journal_id))
+                self._charge((key_id, ts, amount, journal_id), committed)
             for key_id, ip, seen in message.get("p", ()):
                 state = self.ledger.states.get(key_id)
                 if state is not None and seen > state.ips.get(ip, 0.0):
@@ -106,21 +139,19 @@ class Cluster:
         except (TypeError, ValueError):  # not a message of this version: ignore it, as unknown fields
             return
 
-    def _charge(self, charge: tuple) -> None:
+    def _charge(self, charge: tuple, committed: bool) -> None:
         if self._caught is not None:
             self._caught.append(charge)
         key_id, journal_id = charge[0], charge[3]
-        if journal_id is not None and journal_id in self._counted:
-            return  # the copy sent from the commit of a charge the first copy brought
         state = self.ledger.states.get(key_id)
+        if state is None and not self.ledger.is_loading(key_id):
+            return  # a key not loaded here: its first request reads it from the database
+        if journal_id is not None and not self.copies.counts(journal_id, committed):
+            return  # the other copy of a charge already counted
         if state is not None:
             self.ledger.count(state, charge[1], charge[2])
-        elif self.ledger.is_loading(key_id):
-            self._pending[key_id].append(charge)
         else:
-            return  # a key not loaded here: its first request reads it from the database
-        if journal_id is not None:
-            self._counted[journal_id] = time.monotonic()
+            self._pending[key_id].append(charge)
 
     def _loaded(self, state: KeyState) -> None:
         """A key's history was just read: add what the feed brought meanwhile and the read did not
@@ -198,9 +229,6 @@ class Cluster:
             counts = {key_id: state.in_flight for key_id, state in self.ledger.states.items() if state.in_flight}
             self.feed.publish(feed.in_flight_messages(self.instance, counts, every_key=True))
             now = time.monotonic()
-            counted = self._counted  # in the order counted: the old ones are first
-            while counted and next(iter(counted.values())) < now - COUNTED_FOR_S:
-                del counted[next(iter(counted))]
             stale = now - IN_FLIGHT_STALE_S
             for key_id, by_instance in self.remote.items():
                 gone = [instance for instance, (_, heard) in by_instance.items() if heard < stale]
@@ -231,9 +259,9 @@ class Cluster:
             self._caught = None
         per_key: dict[int, list[tuple[float, int]]] = defaultdict(list)
         seen: set[str] = set()
-        recent = now - COUNTED_FOR_S  # the copies from recent commits may still be on their way
-        self._counted = {journal_id: time.monotonic() for _, ts, _, journal_id in (*rows, *caught)
-                         if journal_id is not None and ts > recent}
+        recent = now - CATCH_UP_RECENT_S
+        self.copies.reset([journal_id for _, ts, _, journal_id in (*rows, *caught)
+                           if journal_id is not None and ts > recent])
         for key_id, ts, amount, journal_id in (*rows, *before, *caught, *self.ledger.unwritten_charges()):
             if journal_id is not None:
                 if journal_id in seen:

@@ -16,6 +16,8 @@ import orjson
 import pytest
 
 from antex import journal
+from antex.cluster import Copies
+from antex.store import feed
 from tests.conftest import ROOT, insert_key, sample_body
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_replies import text_reply
@@ -300,3 +302,31 @@ async def test_a_read_while_postgresql_is_down_answers_503_and_logs_once(
     assert printed.count("Traceback") == printed.count("asyncpg.pool: Failed to restore"), printed
     assert len([line for line in printed.splitlines() if "reading PostgreSQL failed" in line]) <= 2, printed
     assert len([line for line in printed.splitlines() if "reading PostgreSQL works again" in line]) == 1, printed
+
+
+def test_a_charge_counts_once_however_late_its_second_copy() -> None:
+    """Copies: the first copy of either kind counts; the other kind is skipped whenever it comes
+    (a commit held up for minutes by a store outage), then forgotten."""
+    copies = Copies()
+    assert copies.counts("web-1/a", committed=False)
+    assert not copies.counts("web-1/a", committed=False)  # the same copy again (a catch-up)
+    assert not copies.counts("web-1/a", committed=True)  # its commit, however late
+    assert copies.counts("web-1/b", committed=True)  # only the commit copy reached this instance
+    assert not copies.counts("web-1/b", committed=False)
+    assert copies._awaited == {}  # both copies in: nothing remembered
+    copies.reset(["web-1/c"])
+    assert not copies.counts("web-1/c", committed=True) and not copies.counts("web-1/c", committed=False)
+
+
+def test_ids_awaiting_their_other_copy_are_bounded(monkeypatch) -> None:
+    monkeypatch.setattr("antex.cluster.MAX_AWAITED", 3)
+    copies = Copies()
+    for name in "abcd":
+        assert copies.counts(name, committed=False)
+    assert list(copies._awaited) == ["b", "c", "d"]  # the oldest went
+
+
+def test_committed_notifications_are_marked() -> None:
+    first, = feed.settled_messages("web-1", [(3, 1.0, 5, "web-1/x")], [])
+    committed, = feed.settled_messages("web-1", [(3, 1.0, 5, "web-1/x")], [], committed=True)
+    assert "k" not in orjson.loads(first) and orjson.loads(committed)["k"] == 1

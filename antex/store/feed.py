@@ -44,11 +44,13 @@ RECONNECT_S = 0.2  # the first retry after a lost connection; doubled each time.
 RECONNECT_MAX_S = 5.0  # ...up to this
 
 
-def settled_messages(instance: str, charges: Iterable[tuple], ips: Iterable[tuple]) -> list[str]:
-    """The notifications for a committed batch: charges (key id, ts, micro-credits, journal id)
-    and IPs (key id, ip, last seen), split to fit the payload limit."""
+def settled_messages(instance: str, charges: Iterable[tuple], ips: Iterable[tuple], committed: bool = False) -> list[str]:
+    """The notifications for charges (key id, ts, micro-credits, journal id) and IPs (key id, ip,
+    last seen), split to fit the payload limit: as counted, or `committed` ("k": 1, sent from the
+    transaction that commits them; see cluster.Copies)."""
     messages: list[str] = []
-    part: dict[str, Any] = {"i": instance, "c": [], "p": []}
+    head: dict[str, Any] = {"i": instance, "k": 1} if committed else {"i": instance}
+    part: dict[str, Any] = {**head, "c": [], "p": []}
     size = 0
     for name, items in (("c", charges), ("p", ips)):
         for item in items:
@@ -56,7 +58,7 @@ def settled_messages(instance: str, charges: Iterable[tuple], ips: Iterable[tupl
             size += len(orjson.dumps(encoded)) + 1
             if size > MAX_PAYLOAD_BYTES - 100 - len(instance):
                 messages.append(orjson.dumps(part).decode())
-                part, size = {"i": instance, "c": [], "p": []}, len(orjson.dumps(encoded)) + 1
+                part, size = {**head, "c": [], "p": []}, len(orjson.dumps(encoded)) + 1
             part[name].append(encoded)
     if part["c"] or part["p"]:
         messages.append(orjson.dumps(part).decode())

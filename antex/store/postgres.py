@@ -284,7 +284,7 @@ class PostgresWriter:
                 await conn.executemany(UPSERT_IP, ips)
             for sql, params in statements:
                 await conn.execute(sql, *params)
-            for payload in feed.settled_messages(self.instance, inserted, ips):
+            for payload in feed.settled_messages(self.instance, inserted, ips, committed=True):
                 await conn.execute("SELECT pg_notify($1, $2)", feed.CHANNEL, payload)
 
     async def ride_along(self, groups: list[list[tuple[str, tuple]]]) -> list[tuple[int, BaseException]]:
