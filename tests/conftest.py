@@ -195,3 +195,10 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 def empty_postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty PostgreSQL database (no schema at all)."""
     return postgres_server.url(postgres_server.new_database())
+
+
+@pytest.fixture
+def timeless_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Response ids start with the time (response_state.time_ordered): translations compared byte
+    for byte must not differ because they straddled a millisecond."""
+    monkeypatch.setattr("antex.translate.responses_stream.time_ordered", lambda stem=None: "0" * 11 + (stem or "x"))

@@ -13,6 +13,8 @@ from antex.translate.chat_stream import ChatStream
 from antex.translate.responses_stream import ResponsesStream
 from tests.fake_replies import text_reply
 
+pytestmark = pytest.mark.usefixtures("timeless_ids")
+
 FRAMES = text_reply("A reply long enough to be cut into a dozen deltas.", events=12).stream("msg_01r", "claude-sonnet-4-5", 9)
 
 

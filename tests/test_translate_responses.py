@@ -21,6 +21,8 @@ from antex.translate.response_items import pack_thinking, unpack_thinking
 from antex.translate.responses import custom_tool_names, messages_to_response, responses_to_messages
 from tests.test_translate_chat import MODEL, PNG, anthropic_checked, anthropic_message
 
+pytestmark = pytest.mark.usefixtures("timeless_ids")
+
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
 LARK = 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\nend_patch: "*** End Patch" LF?'
 SHELL_TOOL = {
