@@ -106,6 +106,17 @@ def max_tokens_to_send(limits: Limits, model: Model, requested: int) -> int:
     return cap
 
 
+def allowed_model(model: Model | None, requested: str, limits: Limits, plan: str) -> Model:
+    """The model a request names (`model`, as the config resolved it), if the plan allows it.
+    Pure: run inline or in a parse worker (antex/prepare.py)."""
+    if model is None:
+        raise AntexError("not_found_error", f"Unknown model {requested!r}. GET /v1/models lists the models your key can use.")
+    if not limits.allows(model.id):
+        raise AntexError("permission_error",
+                         f"Model {model.id} is not included in your plan ({plan}). GET /v1/models lists the models your key can use.")
+    return model
+
+
 class Ticket:
     """An admitted request's hold on its key's concurrency slot; release exactly once.
     `changed` tells the other instances sharing the store (antex/cluster.py), when there are any."""
@@ -142,15 +153,6 @@ class Admission:
         if key.limits is None:
             raise AntexError("permission_error",
                              f"This key's plan {row.plan!r} is not configured on this gateway. Ask the operator to fix the key's plan.")
-
-    def check_model(self, key: KeyRecord, requested: str) -> Model:
-        model = self.config.resolve_model(requested)
-        if model is None:
-            raise AntexError("not_found_error", f"Unknown model {requested!r}. GET /v1/models lists the models your key can use.")
-        if not key.limits.allows(model.id):
-            raise AntexError("permission_error",
-                             f"Model {model.id} is not included in your plan ({key.row.plan}). GET /v1/models lists the models your key can use.")
-        return model
 
     def check_ip(self, key: KeyRecord, state: KeyState, ip: str, now: float) -> None:
         """Refuse a new client IP past the plan's max_ips distinct IPs in 24 h."""

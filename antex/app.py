@@ -21,7 +21,8 @@ from antex import connections, request_body, store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.activity import ActivityCache
 from antex.appkeys import (ACTIVITY, ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY,
-                           KEYS, LEDGER, MAX_TOKENS_SENT, OVER_CAP, POOL, READER, RELAYS, REQUEST_ID, RESPONSES,
+                           KEYS, LEDGER, MAX_TOKENS_SENT, OVER_CAP, PARSERS, POOL, READER, RELAYS, REQUEST_ID,
+                           RESPONSES,
                            STARTED, HANDLERS, STOP_TIMER, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
@@ -29,6 +30,7 @@ from antex.errors import AntexError, render
 from antex.failure import Failure
 from antex.journal import DatabaseInUse, Journal
 from antex.ledger import Ledger
+from antex.parse_pool import ParsePool
 from antex.responses_store import ResponseStore
 from antex.store_reads import Reads, StoreUnavailable
 from antex.routes import chat_completions, dashboard, fallback, messages, models, responses, service, usage
@@ -67,6 +69,7 @@ def make_app(config: Config, *, upstream_key: str | Mapping[str, str], clock: Ca
         app.cleanup_ctx.append(instances)
     app.cleanup_ctx.append(daily_prune)
     app.cleanup_ctx.append(upstream_pool)
+    app.cleanup_ctx.append(parse_workers)
     app.cleanup_ctx.append(stream_relays)  # last in, first out: streams settle before the rest closes
     app.on_response_prepare.append(add_gateway_headers)
     app.on_shutdown.append(stopping)
@@ -270,6 +273,13 @@ async def daily_prune(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def parse_workers(app: web.Application) -> AsyncIterator[None]:
+    """The worker processes for large bodies: started by the first one, stopped with the app."""
+    app[PARSERS] = parsers = ParsePool(app[CONFIG].server.body_timeout_s)
+    yield
+    await parsers.close()
 
 
 async def upstream_pool(app: web.Application) -> AsyncIterator[None]:

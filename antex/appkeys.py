@@ -11,6 +11,7 @@ from antex.admission import Admission
 from antex.auth import KeyCache, KeyRecord
 from antex.config import Config
 from antex.ledger import Ledger
+from antex.parse_pool import ParsePool
 from antex.responses_store import ResponseStore
 from antex.request_body import BodyBudget, Held
 from antex.store import Store
@@ -35,6 +36,7 @@ HANDLERS = web.AppKey("handlers", set)  # request handlers running, cut with the
 RELAYS = web.AppKey("relays", set)  # stream relays in flight, awaited on a graceful stop
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)  # request body bytes held in memory
 OVER_CAP = web.AppKey("over_cap", set)  # transports of connections past their address's cap (antex/connections.py)
+PARSERS = web.AppKey("parsers", ParsePool)  # worker processes for large bodies (antex/prepare.py)
 
 # Per-request values (request[...]), set by the middleware and the handlers.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -34,6 +34,7 @@ class ServerConfig:
     body_idle_timeout_s: float
     max_buffered_body_bytes: int
     max_buffered_body_bytes_per_key: int
+    parse_in_worker_bytes: int  # bodies this large or larger are parsed in a worker process; 0: never
     max_header_bytes: int
     max_headers: int
     head_timeout_s: float
@@ -74,21 +75,26 @@ class Config:
     events: EventsConfig
     source: str = "<defaults>"
     upstreams: tuple[UpstreamEntry, ...] = ()  # the pool; [upstream] alone makes it one entry
-    _lookup: dict[str, Model] = field(default_factory=dict, repr=False, compare=False)
+    names: dict[str, Model] = field(default_factory=dict, repr=False, compare=False)  # ID or alias -> model
 
     def __post_init__(self) -> None:
         for model in self.models.values():
-            self._lookup[model.id] = model
+            self.names[model.id] = model
             for alias in model.aliases:
-                self._lookup[alias] = model
+                self.names[alias] = model
 
     def resolve_model(self, name: str) -> Model | None:
-        """The model a request names: its ID, a dated ID, an alias, or any of those with `[1m]`."""
-        found = self._lookup.get(name)
-        if found is not None:
-            return found
-        base = _DATE_SUFFIX.sub("", _CONTEXT_SUFFIX.sub("", name))
-        return self._lookup.get(base)
+        return resolve_model(self.names, name)
+
+
+def resolve_model(names: dict[str, Model], name: str) -> Model | None:
+    """The model a request names: its ID, a dated ID, an alias, or any of those with `[1m]`.
+    A function of `names` alone, so parse workers (antex/prepare.py) resolve as the gateway does."""
+    found = names.get(name)
+    if found is not None:
+        return found
+    base = _DATE_SUFFIX.sub("", _CONTEXT_SUFFIX.sub("", name))
+    return names.get(base)
 
 
 _CONTEXT_SUFFIX = re.compile(r"\[[0-9a-z]+\]$")
@@ -113,6 +119,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "body_idle_timeout_s": (check.NUMBER, check.positive),
         "max_buffered_body_bytes": ((int,), check.positive),
         "max_buffered_body_bytes_per_key": ((int,), check.positive),
+        "parse_in_worker_bytes": ((int,), check.not_negative),
         "max_header_bytes": ((int,), check.header_bytes),
         "max_headers": ((int,), check.positive),
         "head_timeout_s": (check.NUMBER, check.positive),
@@ -242,6 +249,7 @@ def from_document(document: dict[str, Any], source: str = "<defaults>") -> Confi
             body_idle_timeout_s=float(server["body_idle_timeout_s"]),
             max_buffered_body_bytes=server["max_buffered_body_bytes"],
             max_buffered_body_bytes_per_key=server["max_buffered_body_bytes_per_key"],
+            parse_in_worker_bytes=server["parse_in_worker_bytes"],
             max_header_bytes=server["max_header_bytes"],
             max_headers=server["max_headers"],
             head_timeout_s=float(server["head_timeout_s"]),

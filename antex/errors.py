@@ -48,9 +48,18 @@ class AntexError(Exception):
         self.headers = headers or {}
         self.param = param
 
+    def __reduce__(self):
+        """Pickled whole (type, message, headers, param): errors raised in a parse worker
+        (antex/parse_pool.py) reach the client exactly as if raised inline."""
+        return _rebuild, (self.type, self.message, self.headers, self.param)
+
     @property
     def wire_type(self) -> str:
         return WIRE_TYPE.get(self.type, self.type)
+
+
+def _rebuild(type_: str, message: str, headers: dict[str, str], param: str | None) -> AntexError:
+    return AntexError(type_, message, headers=headers, param=param)
 
 
 def anthropic_body(error_type: str, message: str, request_id: str) -> bytes:

@@ -9,26 +9,25 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable
+from typing import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
-from antex import request_body
-from antex.admission import Ticket, max_tokens_to_send
-from antex.appkeys import (ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, POOL,
-                           RELAYS, REQUEST_ID, STOPPING, UPSTREAM, UPSTREAM_S, WINDOWS)
+from antex import prepare, request_body
+from antex.admission import Ticket
+from antex.appkeys import (ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CONFIG, KEY, KEYS, LEDGER, MAX_TOKENS_SENT, PARSERS,
+                           POOL, RELAYS, REQUEST_ID, STOPPING, UPSTREAM, UPSTREAM_S, WINDOWS)
 from antex.auth import KeyRecord, request_ip
 from antex.catalog import Model
 from antex.credits import Usage, micro_credits
 from antex.errors import AntexError
 from antex.ledger import Charge, KeyState, LedgerUnavailable
 from antex.sse import UsageMeter
-from antex.translate.request import MIN_THINKING_BUDGET_TOKENS
 from antex.upstream import client as http_client
 from antex.upstream import failover
 from antex.upstream.headers import request_query
-from antex.upstream.pool import conversation_of
+from antex.upstream.pool import named_conversation
 
 log = logging.getLogger("antex.gateway")
 
@@ -56,68 +55,30 @@ def release_body(request: web.Request) -> None:
         held.release()
 
 
-def parse_object(raw: bytes, fields: tuple[tuple[str, bytes], ...]) -> dict:
-    """The body as a JSON object in which none of `fields` (see request_body.quoted) appears twice."""
-    parsed = request_body.parse_object(raw)
-    twice = request_body.duplicate_field(raw, parsed, fields)
-    if twice is not None:
-        raise AntexError("invalid_request_error", f"{twice}: appears more than once in the request body. Send each field once.",
-                         param=twice)
-    return parsed
+def terms(request: web.Request, key: KeyRecord) -> prepare.Terms:
+    """What the door's job (antex/prepare.py) needs besides the body."""
+    app = request.app
+    return prepare.Terms(app[CONFIG].names, key.limits, key.row.plan, name_conversation=len(app[POOL].upstreams) > 1
+                         and not request.headers.get("x-claude-code-session-id"))
 
 
-def field(body: dict, name: str, kind: type | tuple, *, required: bool = True, what: str = ""):
-    """body[name] checked against `kind`; bools never pass as integers."""
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise AntexError("invalid_request_error", f"{name}: field required.", param=name)
-        return None
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise AntexError("invalid_request_error", f"{name}: must be {what or getattr(kind, '__name__', kind)}.", param=name)
-    return value
+async def run_job(request: web.Request, job: Callable[..., prepare.Prepared], raw: bytes, *args) -> prepare.Prepared:
+    """job(raw, *args): inline for a small body, in a parse worker for a large one (the event loop
+    must not spend seconds on one client's 30 MB of tiny parts); both raise the same errors."""
+    threshold = request.app[CONFIG].server.parse_in_worker_bytes
+    if not threshold or len(raw) < threshold:
+        return job(raw, *args)
+    return await request.app[PARSERS].run(job, raw, *args)
 
 
-def upstream_model_name(requested: str, model: Model) -> str:
-    """The name to send upstream: dated IDs pass as they are; aliases and `[1m]` become IDs."""
-    base = requested.split("[", 1)[0]
-    if base == model.id or base.startswith(model.id + "-"):
-        return base
-    return model.id
-
-
-def upstream_body(raw: bytes, body: dict, model: Model, max_tokens: int | None = None) -> bytes:
-    """The body to send: the client's own bytes, re-encoded only when the model name must change
-    or max_tokens was lowered to the plan's cap."""
-    requested = body["model"]
-    sent = upstream_model_name(requested, model)
-    lowered = max_tokens is not None and body.get("max_tokens") != max_tokens
-    if sent == requested and not lowered:
-        return raw
-    body["model"] = sent
-    if lowered:
-        lower_max_tokens(body, max_tokens)
-    return orjson.dumps(body)
-
-
-def lower_max_tokens(body: dict, max_tokens: int) -> None:
-    """Set a Messages body's max_tokens; a thinking budget that no longer fits under it (Anthropic
-    wants budget_tokens < max_tokens) takes half, as the OpenAI doors' translation does."""
-    body["max_tokens"] = max_tokens
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict):
-        budget = thinking.get("budget_tokens")
-        if isinstance(budget, int) and not isinstance(budget, bool) and budget >= max_tokens:
-            thinking["budget_tokens"] = max(MIN_THINKING_BUDGET_TOKENS, max_tokens // 2)
-
-
-def serve_max_tokens(request: web.Request, key: KeyRecord, model: Model, requested: int) -> int:
-    """The max_tokens to send upstream (see admission.max_tokens_to_send); when it was lowered,
-    the response says so in x-antex-max-tokens."""
-    sent = max_tokens_to_send(key.limits, model, requested)
-    if sent != requested:
-        request[MAX_TOKENS_SENT] = sent
-    return sent
+def accept(request: web.Request, call: Call | None, prepared: prepare.Prepared) -> Model:
+    """The model a job chose, on the call (if any); a lowered max_tokens is said in x-antex-max-tokens."""
+    model = request.app[CONFIG].models[prepared.model_id]
+    if call is not None:
+        call.model = model
+    if prepared.max_tokens_sent is not None:
+        request[MAX_TOKENS_SENT] = prepared.max_tokens_sent
+    return model
 
 
 @dataclass
@@ -137,14 +98,6 @@ class Call:
         """A usage meter whose first usage (message_start) is journaled for crash recovery."""
         ledger, journal_id = request.app[LEDGER], self.journal_id
         return UsageMeter(on_start=lambda usage: ledger.usage_seen(journal_id, usage))
-
-
-def resolve(request: web.Request, key: KeyRecord, model_name: str) -> Model:
-    """The first checks, which the doors need before they can build the upstream request: the
-    key's status and plan, then the model it names."""
-    admission = request.app[ADMISSION]
-    admission.check_key(key)
-    return admission.check_model(key, model_name)
 
 
 async def check_ip(request: web.Request, key: KeyRecord) -> KeyState:
@@ -173,12 +126,6 @@ async def admit(request: web.Request, key: KeyRecord, endpoint: str) -> Call:
     return Call(key, state, endpoint, ticket)
 
 
-def choose_model(request: web.Request, call: Call, model_name: str) -> Model:
-    """The model the body names, if the key's plan allows it."""
-    model = call.model = request.app[ADMISSION].check_model(call.key, model_name)
-    return model
-
-
 def confirm(request: web.Request, call: Call, body_bytes: int) -> None:
     """The journal entry that makes a crash from here on charge the request, once every check
     passed (serve_max_tokens is the last): written only now, so a request refused for its body
@@ -192,23 +139,24 @@ def confirm(request: web.Request, call: Call, body_bytes: int) -> None:
                          headers={"retry-after": "30"}) from None
 
 
-async def open_upstream(request: web.Request, path: str, body: bytes, model: Model, *, client_body: dict | None = None,
+async def open_upstream(request: web.Request, path: str, body: bytes, model: Model, *, conversation: bytes | None = None,
                         stream: bool = False) -> http_client.Response:
     """POST `body` to the upstream `path` (with the query parameters the upstream knows) on the
     pool's choice for this conversation, failing over before the first byte
-    (antex/upstream/failover.py); the body's bytes go back to the budgets once sent."""
+    (antex/upstream/failover.py); `conversation`: the body's part of its name (pool.body_seed).
+    The body's bytes go back to the budgets once sent."""
     app = request.app
     query = request_query(request.rel_url.query)
     if query:
         path += "?" + query
     pool = app[POOL]
-    conversation = None
+    named = None
     if len(pool.serving(model.id)) > 1:  # one upstream: nothing to choose, nothing to hash
-        conversation = conversation_of(request[KEY].id, request.headers, client_body)
+        named = named_conversation(request[KEY].id, request.headers, conversation)
     started = time.perf_counter()
     try:
         request[UPSTREAM], response = await failover.send(
-            pool, app[CONFIG].upstream, request.headers, path, body, model, conversation, watch_first_event=stream,
+            pool, app[CONFIG].upstream, request.headers, path, body, model, named, watch_first_event=stream,
             clock=app[CLOCK])
     finally:
         request[UPSTREAM_S] += time.perf_counter() - started

@@ -172,17 +172,17 @@ class ResponseStore:
 
     # writing, through the ledger's single writer
 
-    def keep(self, key_id: int, response: dict[str, Any], input_items: list[dict[str, Any]],
+    def keep(self, key_id: int, response: dict[str, Any], input_items: list[tuple[str, str]],
              continues: list[str]) -> None:
-        """Keep a finished response and the input that made it; `continues` are the ids of the
-        conversation it continues, kept alive as long as it is."""
+        """Keep a finished response and the input that made it, as (id, JSON) pairs (encoded with the
+        request's job, antex/prepare.py); `continues` are the ids of the conversation it continues,
+        kept alive as long as it is."""
         now = self.clock()
         response_id = response["id"]
         body = orjson.dumps(response)
-        encoded = [(0, item) for item in input_items] + [(1, item) for item in response.get("output") or []]
-        rows = [(response_id, position, is_output, key_id, search_key(str(item.get("id") or "")),
-                 orjson.dumps(item).decode())
-                for position, (is_output, item) in enumerate(encoded)]
+        encoded = input_items + [(str(item.get("id") or ""), orjson.dumps(item).decode()) for item in response.get("output") or []]
+        rows = [(response_id, position, int(position >= len(input_items)), key_id, search_key(item_id), item)
+                for position, (item_id, item) in enumerate(encoded)]
         size = len(body) + sum(len(row[5]) for row in rows)
         statements = [(self.sql.INSERT_RESPONSE, (response_id, key_id, now, now, response.get("previous_response_id"), size,
                                          body.decode()))]

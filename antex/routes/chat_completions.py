@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from antex import prepare
+
 from antex.routes import expect
 from antex.routes.translated import Door, handle
-from antex.translate.chat import ChatStream, chat_to_messages, messages_to_chat
+from antex.translate.chat import ChatStream, messages_to_chat
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -17,7 +19,7 @@ def _include_usage(body: dict) -> bool:
 
 DOOR = Door(
     endpoint=ENDPOINT,
-    to_messages=lambda body, default_max: chat_to_messages(body, default_max_tokens=default_max, thinking_supported=True),
+    job=prepare.chat_completions,
     to_response=lambda message, body, model, created: messages_to_chat(message, model=model, created=created),
     new_stream=lambda body, model, created: ChatStream(model=model, created=created, include_usage=_include_usage(body)),
 )

@@ -9,10 +9,9 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from antex import gateway, request_body
+from antex import gateway, prepare
 from antex.upstream import client as http_client
 from antex.appkeys import ADMISSION
-from antex.errors import AntexError
 from antex.relay import PassThrough, relay_stream
 from antex.routes import expect
 from antex.sse import UsageMeter
@@ -20,10 +19,6 @@ from antex.upstream.headers import response_headers
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
-# The fields Antex reads from a body it forwards as sent: each must appear once, or the upstream
-# might read another value than the one Antex checked.
-READ_FIELDS = request_body.quoted("model", "max_tokens", "stream", "messages")
-COUNT_FIELDS = request_body.quoted("model")
 
 
 def setup(app: web.Application) -> None:
@@ -31,34 +26,23 @@ def setup(app: web.Application) -> None:
     app.router.add_post(COUNT_TOKENS, count_tokens, expect_handler=expect)
 
 
-def validate(body: dict) -> tuple[str, int, bool]:
-    """(model, max_tokens, stream) of a Messages request, or invalid_request_error."""
-    model = gateway.field(body, "model", str, what="a string naming a model")
-    gateway.field(body, "messages", list, what="a list of messages")
-    max_tokens = gateway.field(body, "max_tokens", int, what="a positive integer")
-    if max_tokens < 1:
-        raise AntexError("invalid_request_error", "max_tokens: must be a positive integer.", param="max_tokens")
-    stream = gateway.field(body, "stream", bool, required=False, what="true or false") or False
-    return model, max_tokens, stream
-
-
 async def create_message(request: web.Request) -> web.StreamResponse:
     key = gateway.authenticate(request)
     call = await gateway.admit(request, key, MESSAGES)  # before a byte of the body is read
     try:
         raw = await gateway.read_body(request, key)
-        body = gateway.parse_object(raw, READ_FIELDS)
-        model_name, max_tokens, stream = validate(body)
-        model = gateway.choose_model(request, call, model_name)
-        max_tokens = gateway.serve_max_tokens(request, key, model, max_tokens)
+        prepared = await gateway.run_job(request, prepare.messages, raw, gateway.terms(request, key))
+        model = gateway.accept(request, call, prepared)
         gateway.confirm(request, call, len(raw))
     except BaseException:
         call.ticket.release()  # refused before the journal: nothing to charge
         raise
     try:
-        raw = gateway.upstream_body(raw, body, model, max_tokens)
-        response = await gateway.open_upstream(request, MESSAGES, raw, model, client_body=body, stream=stream)
-        del body, raw  # a stream may run for minutes: keep neither the parsed body nor its bytes
+        stream, conversation = prepared.stream, prepared.conversation
+        raw = raw if prepared.upstream is None else prepared.upstream
+        del prepared
+        response = await gateway.open_upstream(request, MESSAGES, raw, model, conversation=conversation, stream=stream)
+        del raw  # a stream may run for minutes: keep not even the body's bytes
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise
@@ -98,10 +82,10 @@ async def count_tokens(request: web.Request) -> web.Response:
     request.app[ADMISSION].check_key(key)
     await gateway.check_ip(request, key)  # before a byte of the body is read
     raw = await gateway.read_body(request, key)
-    body = gateway.parse_object(raw, COUNT_FIELDS)
-    model = gateway.resolve(request, key, gateway.field(body, "model", str, what="a string naming a model"))
-    raw = gateway.upstream_body(raw, body, model)
-    response = await gateway.open_upstream(request, COUNT_TOKENS, raw, model, client_body=body)
+    prepared = await gateway.run_job(request, prepare.count_tokens, raw, gateway.terms(request, key))
+    model = gateway.accept(request, None, prepared)
+    raw = raw if prepared.upstream is None else prepared.upstream
+    response = await gateway.open_upstream(request, COUNT_TOKENS, raw, model, conversation=prepared.conversation)
     async with response:
         payload = await gateway.read_upstream(request, response)
         return web.Response(status=response.status, body=payload, headers=response_headers(response.headers))

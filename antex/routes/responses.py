@@ -9,88 +9,51 @@ answer 404 exactly like ids that never existed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from aiohttp import web
 
-from antex import gateway
+from antex import gateway, prepare
 from antex.appkeys import ADMISSION, RESPONSES
 from antex.auth import KeyRecord
 from antex.errors import AntexError
 from antex.routes import expect
 from antex.routes.translated import Door, handle
-from antex.translate.response_state import PageError, list_page, own_items, page_params, referenced_ids, with_references
-from antex.translate.responses import custom_tool_names, messages_to_response, responses_to_messages
+from antex.prepare import Recalled
+from antex.translate.response_state import PageError, list_page, page_params
+from antex.translate.responses import custom_tool_names, messages_to_response
 from antex.translate.responses_stream import ResponsesStream
 
 ENDPOINT = "/v1/responses"
 KEPT_STATUSES = ("completed", "incomplete")  # a failed response has nothing to continue from
 
 
-@dataclass
-class Memo:
-    """What a stored response needs beyond its final body: the request's own input (references
-    filled in; made into items only once the response is done), and the ids of the conversation
-    it continues."""
-
-    input_value: Any
-    continues: list[str]
-
-
-async def recall(request: web.Request, key: KeyRecord, body: dict) -> tuple[dict, Memo | None]:
-    """The body to translate, with its references to stored state filled in, and the memo for
-    `keep` (None when nothing is to be kept)."""
-    store = gateway.field(body, "store", bool, required=False, what="true or false") is not False
-    previous = gateway.field(body, "previous_response_id", str, required=False, what="a response id")
-    references = referenced_ids(body.get("input"))
-    if not store and not previous and not references:
-        return body, None
+async def recall(request: web.Request, key: KeyRecord, wanted: tuple[str | None, list[str]]) -> tuple[Recalled, list[str]]:
+    """The stored items and conversation a body refers to (its previous_response_id and item
+    references), for the second run of its job; and the ids of the conversation it continues."""
+    previous, references = wanted
     responses = request.app[RESPONSES]
-    input_value = body.get("input")
+    found: dict = {}
     if references:
         found = await responses.items(key.id, references)
         missing = next((ref for ref in references if ref not in found), None)
         if missing is not None:
             raise AntexError("not_found_error", f"Item with id {missing!r} not found: it was never stored for this key, "
                              f"or was deleted or expired. Send the item itself instead.", param="input")
-        input_value = with_references(input_value, found)
-    expanded = {name: value for name, value in body.items() if name != "previous_response_id"}
-    expanded["input"] = input_value
-    continues: list[str] = []
-    if previous:
-        conversation = await responses.conversation(key.id, previous)
-        if conversation is None:
-            raise _response_not_found(previous, "previous_response_id", continued=True)
-        continues = conversation.response_ids
-        expanded["input"] = _after(conversation.items, input_value)
-    return expanded, Memo(input_value, continues) if store else None
+    if not previous:
+        return Recalled(found, None), []
+    conversation = await responses.conversation(key.id, previous)
+    if conversation is None:
+        raise _response_not_found(previous, "previous_response_id", continued=True)
+    return Recalled(found, conversation.items), conversation.response_ids
 
 
-def _after(history: list[dict[str, Any]], input_value: object) -> object:
-    """The stored conversation, then this request's input (a string is one user message; anything
-    but a list is left for the translation to refuse). An input item the conversation already holds
-    (the same id, e.g. an item_reference to it) is not repeated: OpenAI refuses such duplicates,
-    and clients that continue with previous_response_id while referring to the items still send them."""
-    if isinstance(input_value, str):
-        return history + [{"type": "message", "role": "user", "content": input_value}]
-    if input_value is None:
-        return history
-    if not isinstance(input_value, list):
-        return input_value
-    held = {item.get("id") for item in history} - {None}
-    return history + [item for item in input_value if not (isinstance(item, dict) and item.get("id") in held)]
-
-
-def keep(request: web.Request, key: KeyRecord, memo: Memo, final: dict) -> None:
+def keep(request: web.Request, key: KeyRecord, items: list[tuple[str, str]], continues: list[str], final: dict) -> None:
     if final.get("status") in KEPT_STATUSES:
-        request.app[RESPONSES].keep(key.id, final, own_items(memo.input_value), memo.continues)
+        request.app[RESPONSES].keep(key.id, final, items, continues)
 
 
 DOOR = Door(
     endpoint=ENDPOINT,
-    to_messages=lambda body, default_max: responses_to_messages(body, default_max_tokens=default_max,
-                                                                thinking_supported=True),
+    job=prepare.responses,
     to_response=lambda message, body, model, created: messages_to_response(
         message, request=body, custom_tools=custom_tool_names(body), created=created),
     new_stream=lambda body, model, created: ResponsesStream(request=body, custom_tools=custom_tool_names(body),

@@ -12,17 +12,14 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from antex import gateway, request_body
+from antex import gateway
 from antex.auth import KeyRecord
 from antex.errors import AntexError, openai_body, translate_upstream_error
+from antex.prepare import Prepared, Recalled
 from antex.relay import Translated, relay_stream
 from antex.sse import UsageMeter
-from antex.translate import TranslationError
 
 MESSAGES = "/v1/messages"
-# max_tokens when an OpenAI request names none (capped by the key's plan and the model's own
-# limit): room for real work.
-DEFAULT_MAX_TOKENS = {"haiku": 16000, "sonnet": 32000, "opus": 32000}
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 
 
@@ -31,70 +28,50 @@ class Door:
     """What makes one OpenAI front door different from another."""
 
     endpoint: str
-    # (client body, default max_tokens) -> Anthropic Messages body; raises TranslationError
-    to_messages: Callable[[dict, int], dict]
+    # raw body, Terms[, Recalled] -> Prepared: the door's job (antex/prepare.py)
+    job: Callable[..., Prepared]
     # (Anthropic message, client body, model name, created) -> the client's response body
     to_response: Callable[[dict, dict, str, int], dict]
     # (client body, model name, created) -> a stream translator (event/close/fail; `final` once closed)
     new_stream: Callable[[dict, str, int], Any]
-    # Stored state (the Responses API's): (request, key, client body) -> (the body to translate, a
-    # memo for `keep`), the body's references to stored items and responses filled in...
-    recall: Callable[[web.Request, KeyRecord, dict], Awaitable[tuple[dict, Any]]] | None = None
-    # ...and (request, key, memo, the final response body) -> None, keeping what should be kept.
-    keep: Callable[[web.Request, KeyRecord, Any, dict], None] | None = None
-
-
-# Every top-level field the translators read (antex/translate/): each must appear once. The
-# upstream gets Antex's own encoding of the translation, but the client must not be able to
-# send a request that two parsers read differently.
-READ_FIELDS = request_body.quoted(
-    "model", "messages", "input", "instructions", "max_tokens", "max_completion_tokens", "max_output_tokens", "stream",
-    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "stop", "temperature", "top_p", "response_format",
-    "reasoning_effort", "reasoning", "text", "n", "user", "metadata", "previous_response_id", "store")
-# What the answers echo of the request: everything but the conversation itself, which a stream
-# must not keep alive for its whole life.
-CONVERSATION = ("messages", "input")
+    # Stored state (the Responses API's): (request, key, Prepared.recall) -> (Recalled for the job's
+    # second run, the ids of the conversation it continues)...
+    recall: Callable[[web.Request, KeyRecord, tuple], Awaitable[tuple[Recalled, list[str]]]] | None = None
+    # ...and (request, key, Prepared.items, continued ids, the final response body) -> None, keeping it.
+    keep: Callable[[web.Request, KeyRecord, list, list[str], dict], None] | None = None
 
 
 async def handle(request: web.Request, door: Door) -> web.StreamResponse:
     key = gateway.authenticate(request)
     call = await gateway.admit(request, key, door.endpoint)  # before a byte of the body is read
+    continues: list[str] = []
     try:
         raw = await gateway.read_body(request, key)
-        body = gateway.parse_object(raw, READ_FIELDS)
+        terms = gateway.terms(request, key)
+        prepared = await gateway.run_job(request, door.job, raw, terms)
+        if prepared.recall is not None:  # the body refers to stored state: read it, then run again with it
+            recalled, continues = await door.recall(request, key, prepared.recall)
+            prepared = await gateway.run_job(request, door.job, raw, terms, recalled)
+            del recalled
         del raw
-        model_name = gateway.field(body, "model", str, what="a string naming a model")
-        model = gateway.choose_model(request, call, model_name)
-        expanded, memo = await door.recall(request, key, body) if door.recall else (body, None)
-        default_max = min(DEFAULT_MAX_TOKENS.get(model.tier, 16000), key.limits.max_tokens,
-                          model.max_output_tokens or key.limits.max_tokens)
-        try:
-            anthropic = door.to_messages(expanded, default_max)
-        except TranslationError as exc:
-            raise AntexError("invalid_request_error", exc.message, param=exc.param) from None
-        del expanded
-        anthropic["model"] = gateway.upstream_model_name(model_name, model)
-        max_tokens = gateway.serve_max_tokens(request, key, model, anthropic["max_tokens"])
-        if max_tokens != anthropic["max_tokens"]:
-            gateway.lower_max_tokens(anthropic, max_tokens)
-        stream = anthropic.get("stream") is True
-        upstream_body = orjson.dumps(anthropic)
-        del anthropic
-        gateway.confirm(request, call, len(upstream_body))
+        model = gateway.accept(request, call, prepared)
+        gateway.confirm(request, call, len(prepared.upstream))
     except BaseException:
         call.ticket.release()  # refused before the journal: nothing to charge
         raise
+    upstream_body, stream, model_name, body, items = (prepared.upstream, prepared.stream, prepared.model_name, prepared.echo,
+                                                     prepared.items)
     try:
-        response = await gateway.open_upstream(request, MESSAGES, upstream_body, model, client_body=body, stream=stream)
-        del upstream_body
-        body = {name: value for name, value in body.items() if name not in CONVERSATION}
+        response = await gateway.open_upstream(request, MESSAGES, upstream_body, model, conversation=prepared.conversation,
+                                               stream=stream)
+        del upstream_body, prepared
     except BaseException:
         gateway.settle(request, call, None, "upstream_error")
         raise
     created = int(time.time())
     if response.status != 200:
         return await _upstream_error(request, call, response)
-    keep = (lambda final: door.keep(request, key, memo, final)) if door.keep and memo is not None else None
+    keep = (lambda final: door.keep(request, key, items, continues, final)) if door.keep and items is not None else None
     if stream:
         translator = door.new_stream(body, model_name, created)
         relay = relay_stream(request, response, call, Translated(call.meter(request), translator), SSE_HEADERS)

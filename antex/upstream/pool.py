@@ -349,12 +349,24 @@ def _seconds_until(value: str, now: float, *, relative: bool) -> float | None:
 
 def conversation_of(key_id: int, headers: Mapping[str, str], body: dict | None) -> bytes:
     """The name of the conversation a request belongs to, scoped to the Antex key (two people
-    never share a binding): X-Claude-Code-Session-Id, then metadata.user_id (the old
+    never share a binding): X-Claude-Code-Session-Id, else what its body says (see body_seed)."""
+    return named_conversation(key_id, headers, None if headers.get("x-claude-code-session-id") else body_seed(body))
+
+
+def named_conversation(key_id: int, headers: Mapping[str, str], seed: bytes | None) -> bytes:
+    """conversation_of with the body's part already taken (body_seed, e.g. in a parse worker)."""
+    name = headers.get("x-claude-code-session-id")
+    seed = name.encode("utf-8", "surrogateescape") if name else seed or b""
+    return hashlib.blake2b(seed, digest_size=16, key=str(key_id).encode()).digest()
+
+
+def body_seed(body: dict | None) -> bytes:
+    """What names a conversation in its body: metadata.user_id (the old
     "user_<hash>_account_<uuid>_session_<uuid>" string, or the JSON string Claude Code sends since
     2.1.78, e.g. '{"device_id":"…","session_id":"…"}'), then the Responses API's
     prompt_cache_key, else the system prompt and first message."""
-    name = headers.get("x-claude-code-session-id")
-    if not name and body is not None:
+    name = None
+    if body is not None:
         metadata = body.get("metadata")
         user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
         if isinstance(user_id, str) and user_id:
@@ -362,16 +374,14 @@ def conversation_of(key_id: int, headers: Mapping[str, str], body: dict | None) 
         elif isinstance(body.get("prompt_cache_key"), str) and body["prompt_cache_key"]:
             name = "cache:" + body["prompt_cache_key"]
     if name:
-        seed = name.encode("utf-8", "surrogateescape")
-    else:
-        messages = body.get("messages") or body.get("input") if body is not None else None
-        first = messages[0] if isinstance(messages, list) and messages else messages
-        system = body.get("system") or body.get("instructions") if body is not None else None
-        try:
-            seed = orjson.dumps([system, first]) if (system or first) else b""
-        except (orjson.JSONEncodeError, TypeError):
-            seed = repr([system, first]).encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(seed, digest_size=16, key=str(key_id).encode()).digest()
+        return name.encode("utf-8", "surrogateescape")
+    messages = body.get("messages") or body.get("input") if body is not None else None
+    first = messages[0] if isinstance(messages, list) and messages else messages
+    system = body.get("system") or body.get("instructions") if body is not None else None
+    try:
+        return orjson.dumps([system, first]) if (system or first) else b""
+    except (orjson.JSONEncodeError, TypeError):
+        return repr([system, first]).encode("utf-8", "surrogateescape")
 
 
 def _session_of(user_id: str) -> str:
