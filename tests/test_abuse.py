@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import http.client
 import multiprocessing
+import os
 import multiprocessing.synchronize
+import signal
 import socket
 import statistics
 import subprocess
@@ -368,6 +370,104 @@ def test_huge_bodies_from_a_refused_key_are_never_parsed(server: Server) -> None
         server, [("/v1/chat/completions", body, full), ("/v1/messages", body, full)], "127.0.0.7")
     assert statuses == {429}
     assert during < baseline * 3 + 10, (baseline, during)
+
+
+@pytest.fixture(scope="module")
+def parsing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with the shipped body limits (32 MiB bodies, 120 s to send one), for the parse attacks."""
+    work = tmp_path_factory.mktemp("parsing")
+    procs: list[subprocess.Popen] = []
+    try:
+        config, port = live_config(work, start_fake_upstream(work, UPSTREAM_KEY, procs))
+        keys = {"good": cli_key(config, "good"), "flood": cli_key(config, "flood")}
+        log = work / "server.log"
+        served = Server(f"http://127.0.0.1:{port}", port, start_antex(config, UPSTREAM_KEY, log, procs), log, keys)
+        served.good_latencies(200)  # warm
+        yield served
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def tiny_part_bodies(size: int) -> dict[str, bytes]:
+    """A ~`size`-byte body of one-letter content parts per OpenAI door and for /v1/messages, each
+    refused only once it is parsed (and, for the OpenAI doors, translated): nothing goes upstream."""
+    count = size // len(b'{"type":"input_text","text":"a"},')
+    return {
+        "/v1/chat/completions": orjson.dumps({"model": "claude-sonnet-4-6", "reasoning_effort": "extreme", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}] * count}]}),
+        "/v1/responses": orjson.dumps({"model": "claude-sonnet-4-6", "reasoning": {"effort": "extreme"}, "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a"}] * count}]}),
+        "/v1/messages": orjson.dumps({"model": "claude-nonexistent", "max_tokens": 16, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}] * count}]}),
+    }
+
+
+def test_a_flood_of_large_bodies_leaves_the_good_key_its_latency(parsing: Server) -> None:
+    """Before: each ~30 MB body of tiny parts was parsed (and translated) on the event loop, 0.7 to
+    3.2 s each: three clients sending them pushed a good key's p50 to ~276 ms. Now they are parsed
+    in a worker process, and refused from there."""
+    flood = {"x-api-key": parsing.keys["flood"]}
+    bodies = tiny_part_bodies(30 * MIB)
+    for path, body in bodies.items():  # each door refuses its body, in its own shape
+        status, answer = parsing.post(path, body, flood, timeout_s=60)
+        assert status in (400, 404), answer[:300]
+    baseline, during, statuses = good_p50_during(parsing, [(path, body, flood) for path, body in bodies.items()],
+                                                 "127.0.0.10")
+    assert statuses <= {400, 404, 429, 503} and statuses & {400, 404}, statuses  # 429: the key's body budget
+    print(f"good p50 {baseline:.2f} ms before, {during:.2f} ms during the flood")
+    assert during < baseline + 5, (baseline, during)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under `pid`, children first, from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found.append(int(child))
+            found.extend(descendants(int(child)))
+    return found
+
+
+def parse_workers(server_pid: int) -> list[int]:
+    """The parse workers: the children of the server's fork server."""
+    for pid in descendants(server_pid):
+        if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+    return []
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_a_killed_parse_worker_is_a_503_and_the_next_body_is_served(parsing: Server) -> None:
+    good = {"x-api-key": parsing.keys["good"]}
+    count = 16 * MIB // len(b'{"type":"text","text":"a"},')
+    body = orjson.dumps({"model": "claude-sonnet-4-6", "max_tokens": 16, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "a"}] * count}]})
+    assert parsing.post("/v1/chat/completions", body, good, timeout_s=60)[0] == 200  # the pool is up
+    [worker] = parse_workers(parsing.proc.pid)
+    logged_before = len(parsing.log.read_bytes())
+    before = cpu_ticks(worker)
+    answer: list[tuple[int, bytes]] = []
+    sender = threading.Thread(target=lambda: answer.append(parsing.post("/v1/chat/completions", body, good, timeout_s=60)))
+    sender.start()
+    deadline = time.monotonic() + 30
+    while cpu_ticks(worker) < before + 10:  # 0.1 s of CPU on this body: it is parsing
+        assert time.monotonic() < deadline and sender.is_alive()
+        time.sleep(0.005)
+    os.kill(worker, signal.SIGKILL)
+    sender.join(60)
+    status, error = answer[0]
+    assert status == 503, error[:300]
+    assert orjson.loads(error)["error"]["type"] == "overloaded_error" and b"stopped before it finished" in error
+    assert parsing.post("/v1/chat/completions", body, good, timeout_s=60)[0] == 200  # a new pool
+    assert parse_workers(parsing.proc.pid) not in ([], [worker])
+    logged = parsing.log.read_bytes()[logged_before:].decode(errors="replace")
+    assert logged.count("parse worker stopped") == 1 and "Traceback" not in logged, logged[-2000:]
 
 
 # what reaches the upstream and the log
