@@ -34,6 +34,7 @@ def write(tmp_path: Path, text: str) -> Path:
         (lambda c: c.server.trusted_proxies, ()),
         (lambda c: c.server.forwarded_header, "x-forwarded-for"),
         (lambda c: c.server.max_body_bytes, 32 * 1024 * 1024),
+        (lambda c: c.server.parse_in_worker_bytes, 1024 * 1024),
         (lambda c: c.upstream.base_url, "https://api.anthropic.com"),
         (lambda c: c.upstream.api_key_env, "ANTEX_UPSTREAM_KEY"),
         (lambda c: c.upstream.idle_timeout_s, 600),
@@ -68,6 +69,11 @@ def test_every_documented_plan_is_defined() -> None:
     for name, table in EXAMPLE["plans"].items():
         plan = DEFAULTS.plans[name]
         assert {field: getattr(plan, field) for field in LIMIT_FIELDS} == {**table, "models": tuple(table["models"])}
+
+
+@pytest.mark.parametrize("value", [0, 4096])
+def test_parse_in_worker_bytes_may_be_0_for_never(tmp_path: Path, value: int) -> None:
+    assert load(write(tmp_path, f"[server]\nparse_in_worker_bytes = {value}\n")).server.parse_in_worker_bytes == value
 
 
 def test_a_file_merges_over_the_defaults(tmp_path: Path) -> None:
@@ -144,6 +150,8 @@ def test_resolve_model(name: str, model_id: str | None) -> None:
         ("[server]\nport = 8080.0", "[server] port", "must be int, not float"),
         ("[server]\nport = 70000", "[server] port", "port number"),
         ("[server]\nmax_body_bytes = 0", "[server] max_body_bytes", "greater than 0"),
+        ("[server]\nparse_in_worker_bytes = -1", "[server] parse_in_worker_bytes", "must be 0 or more"),
+        ("[server]\nparse_in_worker_bytes = 1.5", "[server] parse_in_worker_bytes", "must be int, not float"),
         ('[events]\nretention = "7d"', "[events] retention", "more than 7 days"),
         ('[events]\nretention = "lots"', "[events] retention", "must be a duration"),
         ("[events]\nretention = 90", "[events] retention", "must be str"),

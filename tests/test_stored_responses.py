@@ -22,6 +22,13 @@ TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for
 RETENTION_S = 3 * 86400  # config.example.toml's "3d"
 
 
+@pytest.fixture(params=["inline", "in a worker"])
+async def gateway(request: pytest.FixtureRequest, make_gateway: GatewayFactory) -> Gateway:
+    """Each flow twice: bodies parsed inline, and every body parsed in a worker (antex/parse_pool.py),
+    stored state recalled between the job's two runs."""
+    return await make_gateway(server={"parse_in_worker_bytes": 1} if request.param == "in a worker" else {})
+
+
 def client(gateway: Gateway, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
 
