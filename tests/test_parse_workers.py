@@ -149,7 +149,7 @@ RESPONSES_CASES: list[tuple[bytes, prepare.Recalled | None]] = [
     *((raw, None) for raw in MALFORMED),
 ]
 
-GENERATED_ID = re.compile(r'(msg|item|fc|fco|ctc|rs)_[0-9a-f]{32}')
+GENERATED_ID = re.compile(r'(msg|item|fc|fco|ctc|rs)_[0-9a-f]{43}')  # time_ordered(): 11 + 32 hex digits
 
 
 def outcome(run: Callable[[], prepare.Prepared]) -> tuple:
