@@ -226,8 +226,8 @@ def too_large(limit: int) -> AntexError:
 def parse_object(raw: bytes) -> dict:
     """The body as a JSON object, or a clear invalid_request_error.
 
-    orjson holds the GIL while it parses, so a thread would not keep the loop free: large
-    bodies are bounded instead by admission (read only for admitted keys, within budgets)."""
+    orjson holds the GIL while it parses, so a thread would not keep the loop free: large bodies
+    are parsed in a worker process instead (antex/prepare.py, antex/parse_pool.py)."""
     if not raw:
         raise AntexError("invalid_request_error", "The request body is empty. Send a JSON object.")
     try:
