@@ -21,9 +21,8 @@ from antex import connections, request_body, store
 from antex.admission import UNIFIED_STATUS, Admission, codex_headers, ratelimit_headers, window_states
 from antex.activity import ActivityCache
 from antex.appkeys import (ACTIVITY, ADMISSION, BODY_BUDGET, BODY_HELD, CLOCK, CLUSTER, CONFIG, ENVIRON, INSTANCE, KEY,
-                           KEYS, LEDGER, MAX_TOKENS_SENT, OVER_CAP, PARSERS, POOL, READER, RELAYS, REQUEST_ID,
-                           RESPONSES,
-                           STARTED, HANDLERS, STOP_TIMER, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
+                           HANDLERS, KEYS, LEDGER, MAX_TOKENS_SENT, OVER_CAP, PARSERS, POOL, READER, RELAYS,
+                           REQUEST_ID, RESPONSES, STARTED, STOP_TIMER, STOPPING, UPSTREAM_KEYS, UPSTREAM_S, WINDOWS)
 from antex.auth import KEY_POLL_S, KeyCache
 from antex.config import Config, ServerConfig
 from antex.errors import AntexError, render
